@@ -1,0 +1,157 @@
+// Binding of the expand kernel (cpp/include/tensorjac/expand.hpp).
+//
+// Python builds an ExpandPlan once per (op, wrt, layout, shapes): the symbolic
+// term list with every variable bound to (output dim, multiplier) pairs.  Each
+// call then only resolves strides of the actual output and factor arrays.
+#include "common.hpp"
+#include "tensorjac/expand.hpp"
+
+namespace tjb {
+namespace {
+
+struct Binding {
+    int var;
+    int dim;
+    i64 mult;
+};
+
+struct FactorRef {
+    int slot;
+    std::vector<int> axis_var;  // the variable indexing each axis of the factor
+};
+
+struct TermSpec {
+    c128 coef;
+    std::vector<i64> size;
+    std::vector<Binding> out;
+    std::vector<FactorRef> factors;
+};
+
+class ExpandPlan {
+public:
+    ExpandPlan(const py::list& terms, int out_ndim, int nslots) : out_ndim_(out_ndim), nslots_(nslots) {
+        for (const auto& item : terms) {
+            auto t = item.cast<py::tuple>();
+            if (t.size() != 4) throw py::value_error("ExpandPlan: a term is (coef, sizes, bindings, factors)");
+            TermSpec spec;
+            spec.coef = t[0].cast<c128>();
+            spec.size = t[1].cast<std::vector<i64>>();
+            const int V = static_cast<int>(spec.size.size());
+            for (const auto& b : t[2].cast<py::list>()) {
+                auto bt = b.cast<std::tuple<int, int, i64>>();
+                Binding bd{std::get<0>(bt), std::get<1>(bt), std::get<2>(bt)};
+                if (bd.var < 0 || bd.var >= V || bd.dim < 0 || bd.dim >= out_ndim || bd.mult < 0)
+                    throw py::value_error("ExpandPlan: binding out of range");
+                spec.out.push_back(bd);
+            }
+            for (const auto& f : t[3].cast<py::list>()) {
+                auto ft = f.cast<std::tuple<int, std::vector<int>>>();
+                FactorRef fr{std::get<0>(ft), std::get<1>(ft)};
+                if (fr.slot < 0 || fr.slot >= nslots) throw py::value_error("ExpandPlan: factor slot out of range");
+                for (int v : fr.axis_var)
+                    if (v < 0 || v >= V) throw py::value_error("ExpandPlan: factor variable out of range");
+                spec.factors.push_back(std::move(fr));
+            }
+            // Every write must stay inside the output: per dim, sum of mult*(size-1) < extent is
+            // checked against the actual array in run(); here we precompute the per-dim reach.
+            std::vector<i64> reach(out_ndim, 0);
+            for (const auto& bd : spec.out)
+                if (spec.size[bd.var] > 0)
+                    reach[bd.dim] = tensorjac::checked_add(
+                        reach[bd.dim], tensorjac::checked_mul(bd.mult, spec.size[bd.var] - 1));
+            reach_.push_back(std::move(reach));
+            specs_.push_back(std::move(spec));
+        }
+    }
+
+    void run(py::array out, const py::sequence& factors, int num_threads) const {
+        if (!out.writeable()) throw py::value_error("out: array is read-only");
+        if (out.ndim() != out_ndim_)
+            throw py::value_error("out: expected " + std::to_string(out_ndim_) + " dimensions, got " +
+                                  std::to_string(out.ndim()));
+        if (static_cast<int>(py::len(factors)) != nslots_)
+            throw py::value_error("ExpandPlan.run: wrong number of factor arrays");
+        const auto shape = shape_of(out);
+        bool empty = false;
+        for (auto s : shape) empty |= (s == 0);
+        for (const auto& reach : reach_)
+            for (int d = 0; d < out_ndim_ && !empty; ++d)
+                if (reach[d] >= shape[d]) throw py::value_error("out: shape too small for this Jacobian");
+        dispatch(out.dtype(), "out", [&](auto tag) {
+            using T = decltype(tag);
+            std::vector<py::array_t<T>> arrs;
+            arrs.reserve(nslots_);
+            for (int s = 0; s < nslots_; ++s) arrs.push_back(as_typed<T>(factors[s], "factor"));
+            const auto ostr = elem_strides(out);
+            std::vector<tensorjac::Term<T>> terms;
+            terms.reserve(specs_.size());
+            for (const auto& spec : specs_) {
+                tensorjac::Term<T> term;
+                if constexpr (std::is_floating_point_v<T>) term.coef = static_cast<T>(spec.coef.real());
+                else term.coef = T(spec.coef);
+                term.size = spec.size;
+                term.out_stride.assign(spec.size.size(), 0);
+                for (const auto& bd : spec.out)
+                    term.out_stride[bd.var] = tensorjac::checked_add(
+                        term.out_stride[bd.var], tensorjac::checked_mul(bd.mult, ostr[bd.dim]));
+                for (const auto& fr : spec.factors) {
+                    const auto& a = arrs[fr.slot];
+                    if (a.ndim() != static_cast<py::ssize_t>(fr.axis_var.size()))
+                        throw py::value_error("factor " + std::to_string(fr.slot) + ": expected " +
+                                              std::to_string(fr.axis_var.size()) + " dimensions, got " +
+                                              std::to_string(a.ndim()));
+                    tensorjac::Factor<T> f;
+                    f.data = a.data();
+                    f.stride.assign(spec.size.size(), 0);
+                    const auto fstr = elem_strides(a);
+                    for (std::size_t ax = 0; ax < fr.axis_var.size(); ++ax) {
+                        const int v = fr.axis_var[ax];
+                        if (a.shape(ax) != spec.size[v])
+                            throw py::value_error("factor " + std::to_string(fr.slot) + ": axis " +
+                                                  std::to_string(ax) + " has length " +
+                                                  std::to_string(a.shape(ax)) + ", expected " +
+                                                  std::to_string(spec.size[v]));
+                        f.stride[v] += fstr[ax];
+                    }
+                    term.factors.push_back(std::move(f));
+                }
+                terms.push_back(std::move(term));
+            }
+            T* data = static_cast<T*>(out.mutable_data());
+            const int nt = resolve_threads(num_threads);
+            py::gil_scoped_release release;
+            tensorjac::expand<T>(data, shape, ostr, terms, nt);
+        });
+    }
+
+private:
+    int out_ndim_;
+    int nslots_;
+    std::vector<TermSpec> specs_;
+    std::vector<std::vector<i64>> reach_;
+};
+
+}  // namespace
+
+void bind_expand(py::module_& m) {
+    py::class_<ExpandPlan>(m, "ExpandPlan")
+        .def(py::init<const py::list&, int, int>(), py::arg("terms"), py::arg("out_ndim"), py::arg("nslots"))
+        .def("run", &ExpandPlan::run, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0);
+    m.def(
+        "fill",
+        [](py::array out, double value, int num_threads) {
+            if (!out.writeable()) throw py::value_error("out: array is read-only");
+            dispatch(out.dtype(), "out", [&](auto tag) {
+                using T = decltype(tag);
+                T* data = static_cast<T*>(out.mutable_data());
+                const auto shape = shape_of(out);
+                const auto str = elem_strides(out);
+                const int nt = resolve_threads(num_threads);
+                py::gil_scoped_release release;
+                tensorjac::fill<T>(data, shape, str, T(value), nt);
+            });
+        },
+        py::arg("out"), py::arg("value"), py::arg("num_threads") = 0);
+}
+
+}  // namespace tjb

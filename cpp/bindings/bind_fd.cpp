@@ -1,0 +1,4 @@
+#include "common.hpp"
+namespace tjb {
+void bind_fd(py::module_&) {}
+}  // namespace tjb

@@ -1,0 +1,67 @@
+// Include-first header for every binding translation unit: pybind11, the
+// project-wide aliases, dtype dispatch and the thread-count setting.
+#pragma once
+#include <pybind11/complex.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <complex>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensorjac/parallel.hpp"
+
+namespace py = pybind11;
+using i64 = std::int64_t;
+using c64 = std::complex<float>;
+using c128 = std::complex<double>;
+
+namespace tjb {
+
+// Package-wide default thread count; 0 in a call means "use the default".
+int& default_threads();
+inline int resolve_threads(int requested) { return requested > 0 ? requested : default_threads(); }
+
+// Calls f(T{}) with T the C++ type of dt; TypeError for anything else.
+template <class F>
+decltype(auto) dispatch(const py::dtype& dt, const char* what, F&& f) {
+    switch (dt.num()) {
+        case py::detail::npy_api::NPY_FLOAT_: return f(float{});
+        case py::detail::npy_api::NPY_DOUBLE_: return f(double{});
+        case py::detail::npy_api::NPY_CFLOAT_: return f(c64{});
+        case py::detail::npy_api::NPY_CDOUBLE_: return f(c128{});
+        default:
+            throw py::type_error(std::string(what) + ": unsupported dtype " + py::str(dt).cast<std::string>() +
+                                 " (expected float32, float64, complex64 or complex128)");
+    }
+}
+
+inline std::vector<i64> shape_of(const py::array& a) {
+    return std::vector<i64>(a.shape(), a.shape() + a.ndim());
+}
+
+// Strides in elements (numpy gives bytes); every array we touch is aligned.
+inline std::vector<i64> elem_strides(const py::array& a) {
+    std::vector<i64> s(a.ndim());
+    const i64 item = static_cast<i64>(a.itemsize());
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+        if (a.strides(d) % item) throw py::value_error("array strides are not a multiple of its itemsize");
+        s[d] = a.strides(d) / item;
+    }
+    return s;
+}
+
+template <class T>
+py::array_t<T> as_typed(const py::handle& obj, const char* what) {
+    auto arr = py::array_t<T, py::array::forcecast>::ensure(obj);
+    if (!arr) throw py::type_error(std::string(what) + ": cannot convert to the output dtype");
+    return arr;
+}
+
+void bind_expand(py::module_& m);
+void bind_kron(py::module_& m);
+void bind_fd(py::module_& m);
+
+}  // namespace tjb

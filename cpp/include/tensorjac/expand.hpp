@@ -1,0 +1,240 @@
+// The "expand" kernel: writes a sum of structured terms into a strided array.
+//
+// A term is   coef * F1[vars] * F2[vars] * ...   over a set of index variables.
+// Every output axis (or sub-axis of a fused axis) is bound to one variable;
+// an index variable bound to several axes is a Kronecker delta between them.
+// Each variable therefore has one stride into the output buffer (the sum of
+// the strides of the axes it is bound to) and one stride into each factor.
+// Layouts are nothing but these strides, so any layout is written directly,
+// without a full-size temporary.
+//
+// Header-only, templated on the element type, no Python headers.
+#pragma once
+#include <algorithm>
+#include <complex>
+#include <cstdint>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "tensorjac/parallel.hpp"
+
+namespace tensorjac {
+
+template <class T>
+struct Factor {
+    const T* data = nullptr;
+    std::vector<std::int64_t> stride;  // element stride per term variable (0: independent)
+};
+
+template <class T>
+struct Term {
+    T coef{1};
+    std::vector<std::int64_t> size;        // extent of each variable
+    std::vector<std::int64_t> out_stride;  // element stride into the output per variable
+    std::vector<Factor<T>> factors;
+};
+
+namespace detail {
+
+template <bool Acc, class T>
+inline void put(T* p, T v) {
+    if constexpr (Acc) *p += v;
+    else *p = v;
+}
+
+// The innermost run: n elements along one variable.  Specialised for the
+// common factor counts so the contiguous cases vectorise.
+template <bool Acc, class T>
+inline void run_inner(T* o, std::int64_t os, std::int64_t n, T s, int nf,
+                      const T* const* fp, const std::int64_t* fs) {
+    switch (nf) {
+        case 0:
+            if (os == 1) {
+                for (std::int64_t t = 0; t < n; ++t) put<Acc>(o + t, s);
+            } else {
+                for (std::int64_t t = 0; t < n; ++t) put<Acc>(o + t * os, s);
+            }
+            return;
+        case 1: {
+            const T* a = fp[0];
+            const std::int64_t as = fs[0];
+            if (os == 1 && as == 1) {
+                for (std::int64_t t = 0; t < n; ++t) put<Acc>(o + t, s * a[t]);
+            } else {
+                for (std::int64_t t = 0; t < n; ++t) put<Acc>(o + t * os, s * a[t * as]);
+            }
+            return;
+        }
+        case 2: {
+            const T* a = fp[0];
+            const T* b = fp[1];
+            const std::int64_t as = fs[0], bs = fs[1];
+            for (std::int64_t t = 0; t < n; ++t) put<Acc>(o + t * os, s * a[t * as] * b[t * bs]);
+            return;
+        }
+        default:
+            for (std::int64_t t = 0; t < n; ++t) {
+                T v = s;
+                for (int f = 0; f < nf; ++f) v *= fp[f][t * fs[f]];
+                put<Acc>(o + t * os, v);
+            }
+    }
+}
+
+// Normalised loop nest of one term: variables ordered by decreasing output
+// stride (innermost = smallest), size-1 variables dropped, and neighbours
+// merged where every stride allows it.
+template <class T>
+struct Nest {
+    std::vector<std::int64_t> size, ostride;
+    std::vector<std::vector<std::int64_t>> fstride;  // [factor][var]
+    std::vector<const T*> fdata;
+    std::int64_t total = 1;
+};
+
+template <class T>
+Nest<T> normalise(const Term<T>& term) {
+    const std::size_t V = term.size.size();
+    if (term.out_stride.size() != V) throw std::invalid_argument("expand: out_stride/size length mismatch");
+    for (const auto& f : term.factors)
+        if (f.stride.size() != V) throw std::invalid_argument("expand: factor stride length mismatch");
+    std::vector<std::size_t> order;
+    Nest<T> nest;
+    for (std::size_t v = 0; v < V; ++v) {
+        if (term.size[v] < 0) throw std::invalid_argument("expand: negative variable size");
+        nest.total = checked_mul(nest.total, term.size[v]);
+        if (term.size[v] == 1) continue;
+        if (term.out_stride[v] == 0)
+            throw std::invalid_argument("expand: a variable has zero output stride (writes would collide)");
+        order.push_back(v);
+    }
+    if (nest.total == 0) return nest;
+    auto mag = [](std::int64_t x) { return x < 0 ? -x : x; };
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return mag(term.out_stride[a]) > mag(term.out_stride[b]);
+    });
+    const std::size_t F = term.factors.size();
+    nest.fstride.resize(F);
+    for (std::size_t f = 0; f < F; ++f) nest.fdata.push_back(term.factors[f].data);
+    for (std::size_t v : order) {
+        const std::int64_t sz = term.size[v];
+        bool merge = !nest.size.empty();
+        if (merge) {
+            // outer (previous) var merges with this inner one when outer stride == size * inner stride
+            merge = nest.ostride.back() == sz * term.out_stride[v];
+            for (std::size_t f = 0; merge && f < F; ++f)
+                merge = nest.fstride[f].back() == sz * term.factors[f].stride[v];
+        }
+        if (merge) {
+            nest.size.back() *= sz;
+            nest.ostride.back() = term.out_stride[v];
+            for (std::size_t f = 0; f < F; ++f) nest.fstride[f].back() = term.factors[f].stride[v];
+        } else {
+            nest.size.push_back(sz);
+            nest.ostride.push_back(term.out_stride[v]);
+            for (std::size_t f = 0; f < F; ++f) nest.fstride[f].push_back(term.factors[f].stride[v]);
+        }
+    }
+    return nest;
+}
+
+template <bool Acc, class T>
+void run_term(T* out, const Term<T>& term, int nthreads) {
+    const Nest<T> nest = normalise(term);
+    if (nest.total == 0) return;
+    const int V = static_cast<int>(nest.size.size());
+    const int F = static_cast<int>(nest.fdata.size());
+    if (V == 0) {  // a single element
+        T v = term.coef;
+        for (int f = 0; f < F; ++f) v *= nest.fdata[f][0];
+        put<Acc>(out, v);
+        return;
+    }
+    const int last = V - 1;
+    // Factors constant along the innermost variable are folded into the scalar.
+    std::vector<int> inner_f, outer_f;
+    for (int f = 0; f < F; ++f) (nest.fstride[f][last] ? inner_f : outer_f).push_back(f);
+    const int nin = static_cast<int>(inner_f.size());
+
+    parallel_blocks(nest.total, nthreads, 1, [&](std::int64_t lo, std::int64_t hi, int) {
+        std::vector<std::int64_t> idx(V);
+        std::vector<std::int64_t> foff(F, 0);
+        std::int64_t ooff = 0;
+        std::int64_t rem = lo;
+        for (int v = last; v >= 0; --v) {
+            idx[v] = rem % nest.size[v];
+            rem /= nest.size[v];
+            ooff += idx[v] * nest.ostride[v];
+            for (int f = 0; f < F; ++f) foff[f] += idx[v] * nest.fstride[f][v];
+        }
+        std::vector<const T*> ip(nin);
+        std::vector<std::int64_t> is(nin);
+        for (int q = 0; q < nin; ++q) is[q] = nest.fstride[inner_f[q]][last];
+        const std::int64_t os = nest.ostride[last];
+        std::int64_t pos = lo;
+        while (pos < hi) {
+            const std::int64_t n = std::min(nest.size[last] - idx[last], hi - pos);
+            T s = term.coef;
+            for (int f : outer_f) s *= nest.fdata[f][foff[f]];
+            for (int q = 0; q < nin; ++q) ip[q] = nest.fdata[inner_f[q]] + foff[inner_f[q]];
+            run_inner<Acc>(out + ooff, os, n, s, nin, ip.data(), is.data());
+            pos += n;
+            // advance the odometer by n along the innermost variable, then carry
+            idx[last] += n;
+            ooff += n * os;
+            for (int q = 0; q < nin; ++q) foff[inner_f[q]] += n * is[q];
+            for (int v = last; v > 0 && idx[v] == nest.size[v]; --v) {
+                idx[v] = 0;
+                ooff -= nest.size[v] * nest.ostride[v];
+                ooff += nest.ostride[v - 1];
+                ++idx[v - 1];
+                for (int f = 0; f < F; ++f)
+                    foff[f] += nest.fstride[f][v - 1] - nest.size[v] * nest.fstride[f][v];
+            }
+        }
+    });
+}
+
+}  // namespace detail
+
+// Fill a strided array (shape/strides in elements) with one value.
+template <class T>
+void fill(T* out, const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
+          T value, int nthreads) {
+    Term<T> t;
+    t.coef = value;
+    t.size = shape;
+    t.out_stride = strides;
+    for (std::size_t d = 0; d < shape.size(); ++d)
+        if (shape[d] > 1 && strides[d] == 0) throw std::invalid_argument("fill: zero stride in output");
+    detail::run_term<false>(out, t, nthreads);
+}
+
+// Number of output positions a term touches (product of its variable sizes).
+template <class T>
+std::int64_t term_extent(const Term<T>& t) {
+    std::int64_t n = 1;
+    for (auto s : t.size) n = checked_mul(n, s);
+    return n;
+}
+
+// out = sum of terms.  A first term that covers every element (no deltas)
+// writes the output in one pass; otherwise it is zero-filled first.
+// Later terms accumulate in a fixed order, so results do not depend on the
+// thread count.
+template <class T>
+void expand(T* out, const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
+            const std::vector<Term<T>>& terms, int nthreads) {
+    if (shape.size() != strides.size()) throw std::invalid_argument("expand: shape/strides length mismatch");
+    std::int64_t total = 1;
+    for (auto s : shape) total = checked_mul(total, s);
+    if (total == 0) return;
+    if (terms.empty() || term_extent(terms[0]) != total) fill(out, shape, strides, T(0), nthreads);
+    for (std::size_t t = 0; t < terms.size(); ++t) {
+        if (t == 0) detail::run_term<false>(out, terms[t], nthreads);
+        else detail::run_term<true>(out, terms[t], nthreads);
+    }
+}
+
+}  // namespace tensorjac
