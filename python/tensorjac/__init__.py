@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, fd
+from ._ad import chain, jvp, kron_matvec, vjp
 from ._config import (
     JacobianTooLargeError,
     get_memory_budget,
@@ -54,7 +55,7 @@ def jacobian(
 
 
 __all__ = [
-    "CATALOGUE", "LAYOUTS", "Deriv", "JacobianTooLargeError", "Op", "abs", "cos", "det",
+    "CATALOGUE", "chain", "fd", "jvp", "kron_matvec", "vjp", "LAYOUTS", "Deriv", "JacobianTooLargeError", "Op", "abs", "cos", "det",
     "dot", "exp", "get_memory_budget", "get_num_threads", "inv", "jacobian", "kron", "log",
     "logdet", "matmul", "multiply", "norm", "outer", "quadratic", "relu", "sandwich",
     "set_memory_budget", "set_num_threads", "sigmoid", "sin", "softplus", "sqrt", "square",

@@ -57,9 +57,13 @@ class Deriv:
     factors  : callable taking the op's (dtype-resolved) arguments and
                returning every term's factor arrays, flattened in order.
     sizes    : letter sizes that cannot be read off unfused axes.
+    vjp, jvp : optional structured formulas ``vjp(G, *args)`` / ``jvp(V, *args)``
+               where G is (batch, *out_shape) and V is (batch, *in_shape) with one
+               flattened batch axis.  Without them both are einsum contractions
+               of ``terms`` (see tensorjac._ad).
     """
 
-    __slots__ = ("factors", "inp", "out", "sizes", "terms")
+    __slots__ = ("factors", "inp", "jvp", "out", "sizes", "terms", "vjp")
 
     def __init__(
         self,
@@ -68,7 +72,11 @@ class Deriv:
         terms: Sequence[tuple[complex, tuple[str, ...]]],
         factors: Callable[..., tuple[np.ndarray, ...]] = lambda *a: (),
         sizes: dict[str, int] | None = None,
+        vjp: Callable[..., np.ndarray] | None = None,
+        jvp: Callable[..., np.ndarray] | None = None,
     ) -> None:
+        self.vjp = vjp
+        self.jvp = jvp
         self.out = parse_axes(out)
         self.inp = parse_axes(inp)
         self.terms = tuple((coef, tuple(fs)) for coef, fs in terms)
@@ -381,3 +389,22 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
         )
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+
+
+# The products with vectors live in tensorjac._ad; Op delegates to it.
+def _op_vjp(self: Op, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None) -> np.ndarray:
+    """Batched vector-Jacobian product: cotangent (*batch, *out.shape) -> (*batch, *in.shape)."""
+    from . import _ad
+
+    return _ad.vjp(self, *args, cotangent=cotangent, wrt=wrt, num_threads=num_threads)
+
+
+def _op_jvp(self: Op, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None) -> np.ndarray:
+    """Batched Jacobian-vector product: tangent (*batch, *in.shape) -> (*batch, *out.shape)."""
+    from . import _ad
+
+    return _ad.jvp(self, *args, tangent=tangent, wrt=wrt, num_threads=num_threads)
+
+
+Op.vjp = _op_vjp  # type: ignore[attr-defined]
+Op.jvp = _op_jvp  # type: ignore[attr-defined]
