@@ -73,7 +73,11 @@ public:
             throw py::value_error("ExpandPlan.run: wrong number of factor arrays");
         const auto shape = shape_of(out);
         bool empty = false;
-        for (auto s : shape) empty |= (s == 0);
+        i64 total = 1;
+        for (auto s : shape) {
+            empty |= (s == 0);
+            total = tensorjac::checked_mul(total, s);
+        }
         for (const auto& reach : reach_)
             for (int d = 0; d < out_ndim_ && !empty; ++d)
                 if (reach[d] >= shape[d]) throw py::value_error("out: shape too small for this Jacobian");
@@ -119,7 +123,7 @@ public:
             }
             T* data = static_cast<T*>(out.mutable_data());
             const int nt = resolve_threads(num_threads);
-            py::gil_scoped_release release;
+            MaybeRelease release(total);
             tensorjac::expand<T>(data, shape, ostr, terms, nt);
         });
     }
@@ -147,7 +151,9 @@ void bind_expand(py::module_& m) {
                 const auto shape = shape_of(out);
                 const auto str = elem_strides(out);
                 const int nt = resolve_threads(num_threads);
-                py::gil_scoped_release release;
+                i64 total = 1;
+                for (auto s : shape) total = tensorjac::checked_mul(total, s);
+                MaybeRelease release(total);
                 tensorjac::fill<T>(data, shape, str, T(value), nt);
             });
         },

@@ -55,10 +55,32 @@ inline std::vector<i64> elem_strides(const py::array& a) {
 
 template <class T>
 py::array_t<T> as_typed(const py::handle& obj, const char* what) {
+    // Fast path: already an ndarray of exactly this dtype (any strides).
+    if (py::isinstance<py::array_t<T>>(obj)) return py::reinterpret_borrow<py::array_t<T>>(obj);
     auto arr = py::array_t<T, py::array::forcecast>::ensure(obj);
     if (!arr) throw py::type_error(std::string(what) + ": cannot convert to the output dtype");
     return arr;
 }
+
+// Releasing the GIL costs more than tiny kernels do; below this many
+// elements of work the call keeps it (still pure C++, never re-entering Python).
+constexpr i64 kReleaseGilWork = i64(1) << 14;
+
+// Releases the GIL for the lifetime of the guard when the work is large enough.
+class MaybeRelease {
+public:
+    explicit MaybeRelease(i64 work) {
+        if (work >= kReleaseGilWork) state_ = PyEval_SaveThread();
+    }
+    ~MaybeRelease() {
+        if (state_) PyEval_RestoreThread(state_);
+    }
+    MaybeRelease(const MaybeRelease&) = delete;
+    MaybeRelease& operator=(const MaybeRelease&) = delete;
+
+private:
+    PyThreadState* state_ = nullptr;
+};
 
 void bind_expand(py::module_& m);
 void bind_kron(py::module_& m);

@@ -23,6 +23,9 @@ import numpy as np
 
 from . import _config, _core
 
+_ndarray = np.ndarray
+_asarray = np.asarray
+
 LAYOUTS = ("tensor", "gradient", "numerator", "matrix", "vec")
 ALL_LAYOUTS = LAYOUTS + ("diagonal",)
 LETTERS = string.ascii_lowercase
@@ -259,6 +262,7 @@ class Op:
         self._deriv = deriv
         self.holomorphic = holomorphic
         self.__doc__ = doc
+        self._nargs = len(argnames)
         self._plans: dict[tuple, _Plan] = {}
         self._dtypes: dict[tuple, tuple[np.dtype, tuple[int, ...]]] = {}
 
@@ -286,8 +290,8 @@ class Op:
             hit = self._dtypes[key] = (dt, out_shape)
         return hit
 
-    def _cast(self, arrs: tuple[np.ndarray, ...], dt: np.dtype) -> tuple[np.ndarray, ...]:
-        return tuple(a if a.dtype == dt else a.astype(dt) for a in arrs)
+    def _cast(self, arrs: Sequence[np.ndarray], dt: np.dtype) -> list[np.ndarray]:
+        return [a if a.dtype == dt else a.astype(dt) for a in arrs]
 
     def __call__(self, *args: Any) -> np.ndarray:
         arrs = self._arrays(args)
@@ -311,8 +315,13 @@ class Op:
     def deriv(self, wrt: int, shapes: Sequence[tuple[int, ...]]) -> Deriv:
         return self._deriv(wrt, *shapes)
 
-    def _plan(self, arrs: tuple[np.ndarray, ...], wrt: Any, layout: Any) -> _Plan:
-        key = (wrt, layout) + tuple(a.shape for a in arrs) + tuple(a.dtype for a in arrs)
+    @staticmethod
+    def _key(arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> tuple:
+        return (wrt, layout, *[(a.shape, a.dtype) for a in arrs])
+
+    def _plan(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> _Plan:
+        """Validate once per (wrt, layout, shapes, dtypes) and cache the expand plan."""
+        key = self._key(arrs, wrt, layout)
         try:
             plan = self._plans.get(key)
         except TypeError:  # unhashable wrt / layout: validation below says why
@@ -322,7 +331,7 @@ class Op:
         w = self.wrt_index(wrt)
         if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
-        dt, out_shape = self._resolve(arrs)
+        dt, out_shape = self._resolve(tuple(arrs))
         in_shape = arrs[w].shape
         d = self.deriv(w, [a.shape for a in arrs])
         if layout == "diagonal" and not d.is_diagonal:
@@ -344,10 +353,12 @@ class Op:
         )
         if len(self._plans) > self._MAX_PLANS:
             self._plans.clear()
-        self._plans[key] = plan
+        try:
+            self._plans[key] = plan
+        except TypeError:
+            pass
         return plan
 
-    # -- the dense Jacobian ---------------------------------------------------
     def jacobian(
         self,
         *args: Any,
@@ -363,23 +374,67 @@ class Op:
         for elementwise Jacobians, "diagonal".  ``out=`` is filled in place
         and returned; its shape and dtype must match exactly.
         """
-        arrs = self._arrays(args)
-        plan = self._plan(arrs, wrt, layout)
-        if plan.cast:
-            arrs = self._cast(arrs, plan.dtype)
-        if out is None:
-            if plan.nbytes > _config._budget:
-                _config.check_budget(plan.shape, plan.dtype.itemsize)
-            facs = plan.factors(*arrs)
-            out = np.empty(plan.shape, plan.dtype)
-        else:
-            check_out(out, plan.shape, plan.dtype)
-            facs = plan.factors(*arrs)
-        plan.core.run(out, facs, 0 if num_threads is None else _config.resolve_threads(num_threads))
-        return out
+        return jacobian(self, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads)
 
 
-def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+def not_an_op(op: Any, what: str) -> TypeError:
+    name = getattr(op, "__name__", type(op).__name__)
+    return TypeError(
+        f"tj.{what} computes closed forms only for tensorjac ops (tj.matmul, tj.inv, ...); "
+        f"{name!r} is not one. For an arbitrary Python function use tj.fd.jacobian(f, x)."
+    )
+
+
+def need_op(op: Any, what: str) -> Op:
+    """``op`` itself if it is a tensorjac op, else the TypeError pointing to tj.fd."""
+    if not isinstance(op, Op):
+        raise not_an_op(op, what)
+    return op
+
+
+def jacobian(
+    op: Op,
+    *args: Any,
+    wrt: int | str = 0,
+    layout: str = "tensor",
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
+) -> np.ndarray:
+    """Closed-form Jacobian of a tensorjac op; the same as ``op.jacobian(*args, ...)``.
+
+    Returns ``T[m..., n...] = d op(*args)[m...] / d args[wrt][n...]`` in the
+    requested layout: "tensor" (default, ``out.shape + in.shape``), "gradient",
+    "numerator", "matrix", "vec" (docs/layouts.md), or "diagonal" (``f'(x)``)
+    for elementwise Jacobians.  ``out=`` is filled in place and returned; its
+    shape and dtype must match exactly.  The dtype follows numpy promotion of
+    the inputs, with integers treated as float64.
+    """
+    if not isinstance(op, Op):
+        raise not_an_op(op, "jacobian")
+    if len(args) != op._nargs:
+        op._arrays(args)  # raises the arity TypeError
+    # The hot path: a cached plan, one factor evaluation, one kernel call.
+    arrs = [a if type(a) is _ndarray else _asarray(a) for a in args]
+    try:
+        plan = op._plans[(wrt, layout, *[(a.shape, a.dtype) for a in arrs])]
+    except (KeyError, TypeError):
+        plan = op._plan(arrs, wrt, layout)
+    if plan.cast:
+        arrs = op._cast(arrs, plan.dtype)
+    if out is None:
+        if plan.nbytes > _config._budget:
+            _config.check_budget(plan.shape, plan.dtype.itemsize)
+        facs = plan.factors(*arrs)
+        out = np.empty(plan.shape, plan.dtype)
+    else:
+        check_out(out, plan.shape, plan.dtype, arrs)
+        facs = plan.factors(*arrs)
+    plan.core.run(out, facs, 0 if num_threads is None else _config.resolve_threads(num_threads))
+    return out
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequence[np.ndarray] = ()) -> None:
+    """``out=`` must match exactly, be writable and not overlap an input."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
@@ -389,6 +444,9 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
         )
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+    for a in inputs:
+        if np.may_share_memory(out, a):
+            raise ValueError("out overlaps an input array; pass a separate output buffer")
 
 
 # The products with vectors live in tensorjac._ad; Op delegates to it.
