@@ -37,6 +37,9 @@ struct Term {
 
 namespace detail {
 
+// Longest innermost row whose factor product is cached in a per-thread buffer.
+constexpr std::int64_t kRowBuffer = 4096;
+
 template <bool Acc, class T>
 inline void put(T* p, T v) {
     if constexpr (Acc) *p += v;
@@ -157,6 +160,16 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
     for (int f = 0; f < F; ++f) (nest.fstride[f][last] ? inner_f : outer_f).push_back(f);
     const int nin = static_cast<int>(inner_f.size());
 
+    // When the factors that vary along the innermost variable are strided or
+    // several, their product along that row is gathered once into a small
+    // contiguous buffer and reused while the outer odometer leaves their
+    // offsets unchanged (e.g. B[:, j] for every (i, k) of A[i,k] B[l,j]); the
+    // innermost loop is then a contiguous, vectorisable scale-and-store.
+    const std::int64_t row = nest.size[last];
+    bool use_row = false;
+    for (int q = 0; q < nin; ++q) use_row |= nest.fstride[inner_f[q]][last] != 1;
+    use_row = (use_row || nin > 1) && row <= kRowBuffer;
+
     parallel_blocks(nest.total, nthreads, 1, [&](std::int64_t lo, std::int64_t hi, int) {
         std::vector<std::int64_t> idx(V);
         std::vector<std::int64_t> foff(F, 0);
@@ -172,13 +185,37 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
         std::vector<std::int64_t> is(nin);
         for (int q = 0; q < nin; ++q) is[q] = nest.fstride[inner_f[q]][last];
         const std::int64_t os = nest.ostride[last];
+        std::vector<T> buf(use_row ? row : 0);
+        std::vector<std::int64_t> buf_key(nin, -1);  // row-start offsets the buffer was built for
+        bool buf_valid = false;
+        const std::int64_t one = 1;
+        const T* bufp = buf.data();
         std::int64_t pos = lo;
         while (pos < hi) {
-            const std::int64_t n = std::min(nest.size[last] - idx[last], hi - pos);
+            const std::int64_t n = std::min(row - idx[last], hi - pos);
             T s = term.coef;
             for (int f : outer_f) s *= nest.fdata[f][foff[f]];
-            for (int q = 0; q < nin; ++q) ip[q] = nest.fdata[inner_f[q]] + foff[inner_f[q]];
-            run_inner<Acc>(out + ooff, os, n, s, nin, ip.data(), is.data());
+            if (use_row) {
+                bool same = buf_valid;
+                for (int q = 0; q < nin; ++q) {
+                    const std::int64_t start = foff[inner_f[q]] - idx[last] * is[q];
+                    same = same && buf_key[q] == start;
+                    buf_key[q] = start;
+                }
+                if (!same) {
+                    for (std::int64_t t = 0; t < row; ++t) {
+                        T v = nest.fdata[inner_f[0]][buf_key[0] + t * is[0]];
+                        for (int q = 1; q < nin; ++q) v *= nest.fdata[inner_f[q]][buf_key[q] + t * is[q]];
+                        buf[t] = v;
+                    }
+                    buf_valid = true;
+                }
+                const T* rp = bufp + idx[last];
+                run_inner<Acc>(out + ooff, os, n, s, 1, &rp, &one);
+            } else {
+                for (int q = 0; q < nin; ++q) ip[q] = nest.fdata[inner_f[q]] + foff[inner_f[q]];
+                run_inner<Acc>(out + ooff, os, n, s, nin, ip.data(), is.data());
+            }
             pos += n;
             // advance the odometer by n along the innermost variable, then carry
             idx[last] += n;
