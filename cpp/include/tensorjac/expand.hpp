@@ -169,6 +169,11 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
     bool use_row = false;
     for (int q = 0; q < nin; ++q) use_row |= nest.fstride[inner_f[q]][last] != 1;
     use_row = (use_row || nin > 1) && row <= kRowBuffer;
+    // Whole rows along the second-innermost variable form a panel handled by a
+    // tight loop without odometer bookkeeping.
+    const int pv = last - 1;  // panel variable (-1 when there is none)
+    bool panel_keeps_buf = use_row;
+    for (int q = 0; q < nin && pv >= 0; ++q) panel_keeps_buf &= nest.fstride[inner_f[q]][pv] == 0;
 
     parallel_blocks(nest.total, nthreads, 1, [&](std::int64_t lo, std::int64_t hi, int) {
         std::vector<std::int64_t> idx(V);
@@ -182,39 +187,66 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
             for (int f = 0; f < F; ++f) foff[f] += idx[v] * nest.fstride[f][v];
         }
         std::vector<const T*> ip(nin);
-        std::vector<std::int64_t> is(nin);
+        std::vector<std::int64_t> is(nin), ps(F, 0);
         for (int q = 0; q < nin; ++q) is[q] = nest.fstride[inner_f[q]][last];
+        if (pv >= 0)
+            for (int f = 0; f < F; ++f) ps[f] = nest.fstride[f][pv];
         const std::int64_t os = nest.ostride[last];
+        const std::int64_t pos_stride = pv >= 0 ? nest.ostride[pv] : 0;
         std::vector<T> buf(use_row ? row : 0);
         std::vector<std::int64_t> buf_key(nin, -1);  // row-start offsets the buffer was built for
         bool buf_valid = false;
         const std::int64_t one = 1;
         const T* bufp = buf.data();
+        // Points ip at the inner factors' rows, or at the (re)built row buffer.
+        auto prepare_row = [&](const std::int64_t* offs, std::int64_t start) -> int {
+            if (!use_row) {
+                for (int q = 0; q < nin; ++q) ip[q] = nest.fdata[inner_f[q]] + offs[inner_f[q]];
+                return nin;
+            }
+            bool same = buf_valid;
+            for (int q = 0; q < nin; ++q) {
+                const std::int64_t key = offs[inner_f[q]] - start * is[q];
+                same = same && buf_key[q] == key;
+                buf_key[q] = key;
+            }
+            if (!same) {
+                for (std::int64_t t = 0; t < row; ++t) {
+                    T v = nest.fdata[inner_f[0]][buf_key[0] + t * is[0]];
+                    for (int q = 1; q < nin; ++q) v *= nest.fdata[inner_f[q]][buf_key[q] + t * is[q]];
+                    buf[t] = v;
+                }
+                buf_valid = true;
+            }
+            ip[0] = bufp + start;
+            return 1;
+        };
         std::int64_t pos = lo;
         while (pos < hi) {
-            const std::int64_t n = std::min(row - idx[last], hi - pos);
-            T s = term.coef;
-            for (int f : outer_f) s *= nest.fdata[f][foff[f]];
-            if (use_row) {
-                bool same = buf_valid;
-                for (int q = 0; q < nin; ++q) {
-                    const std::int64_t start = foff[inner_f[q]] - idx[last] * is[q];
-                    same = same && buf_key[q] == start;
-                    buf_key[q] = start;
+            std::int64_t n = std::min(row - idx[last], hi - pos);
+            const std::int64_t panel =
+                (pv >= 0 && idx[last] == 0) ? std::min(nest.size[pv] - idx[pv], (hi - pos) / row) : 0;
+            if (panel > 1) {
+                // `panel` whole rows along pv: only offsets move, nothing carries.
+                std::vector<std::int64_t>& po = foff;
+                for (std::int64_t r = 0; r < panel; ++r) {
+                    T s = term.coef;
+                    for (int f : outer_f) s *= nest.fdata[f][po[f]];
+                    const int nf = (r == 0 || !panel_keeps_buf) ? prepare_row(po.data(), 0) : (use_row ? 1 : nin);
+                    run_inner<Acc>(out + ooff, os, row, s, nf, ip.data(), use_row ? &one : is.data());
+                    ooff += pos_stride;
+                    for (int f = 0; f < F; ++f) po[f] += ps[f];
                 }
-                if (!same) {
-                    for (std::int64_t t = 0; t < row; ++t) {
-                        T v = nest.fdata[inner_f[0]][buf_key[0] + t * is[0]];
-                        for (int q = 1; q < nin; ++q) v *= nest.fdata[inner_f[q]][buf_key[q] + t * is[q]];
-                        buf[t] = v;
-                    }
-                    buf_valid = true;
-                }
-                const T* rp = bufp + idx[last];
-                run_inner<Acc>(out + ooff, os, n, s, 1, &rp, &one);
+                ooff -= pos_stride;  // leave the odometer on the panel's last row, fully done
+                for (int f = 0; f < F; ++f) po[f] -= ps[f];
+                idx[pv] += panel - 1;
+                n = row;
+                pos += (panel - 1) * row;
             } else {
-                for (int q = 0; q < nin; ++q) ip[q] = nest.fdata[inner_f[q]] + foff[inner_f[q]];
-                run_inner<Acc>(out + ooff, os, n, s, nin, ip.data(), is.data());
+                T s = term.coef;
+                for (int f : outer_f) s *= nest.fdata[f][foff[f]];
+                const int nf = prepare_row(foff.data(), idx[last]);
+                run_inner<Acc>(out + ooff, os, n, s, nf, ip.data(), use_row ? &one : is.data());
             }
             pos += n;
             // advance the odometer by n along the innermost variable, then carry
