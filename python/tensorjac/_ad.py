@@ -1,24 +1,392 @@
-"""Batched VJPs/JVPs of ops, the chain rule for dense tensors, Kronecker matvec.
+"""Batched VJPs and JVPs of ops, the chain rule for dense tensors, Kronecker matvec.
 
-(Issue 3: to be implemented.)
+VJPs and JVPs never build the Jacobian.  Each op's ``Deriv`` describes its
+Jacobian as terms over index letters; the generic products here are einsum
+contractions of those same terms, with the batch axes flattened into one
+extra letter so that BLAS does the products.  Rules whose structure allows a
+faster formula (``A^T G B^T`` for sandwich, the kron contraction, ...) give
+it as ``Deriv.vjp`` / ``Deriv.jvp``.
+
+Complex (holomorphic) ops: the VJP is the plain transpose, no conjugation:
+``vjp(G)[n] = sum_m G[m] J[m, n]``, and ``jvp(V)[m] = sum_n J[m, n] V[n]``,
+so ``<vjp(G), V> == <G, jvp(V)>`` with the bilinear ``<a, b> = sum(a * b)``.
+For the gradient of a real loss through complex values, pass ``conj`` of the
+cotangent and conjugate the result yourself.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextvars
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import _config, _core
+from ._rule import LAYOUTS, Deriv, Op, layout_placement, need_op
+
+__all__ = ["chain", "jvp", "kron_jvp", "kron_matvec", "kron_vjp", "two_sided", "vjp"]
+
+_BATCH = "Z"  # einsum letter of the flattened batch axis (rules use lowercase letters)
+
+# The num_threads of the vjp/jvp call in progress, for structured hooks that
+# run C++ kernels (their signature is fixed: hook(G, *args)).  0: the default.
+_call_threads: contextvars.ContextVar[int] = contextvars.ContextVar("tensorjac_ad_threads", default=0)
 
 
-def vjp(op: Any, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None):
-    raise NotImplementedError("tj.vjp is not implemented yet")
+def call_threads() -> int:
+    """Thread count for C++ kernels inside a ``Deriv.vjp`` / ``Deriv.jvp`` hook."""
+    return _call_threads.get()
 
 
-def jvp(op: Any, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None):
-    raise NotImplementedError("tj.jvp is not implemented yet")
+def _prod(xs: Sequence[int]) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
 
 
-def chain(J_outer: Any, J_inner: Any, mid_ndim: int, layout: str = "tensor"):
-    raise NotImplementedError("tj.chain is not implemented yet")
+def _compute_dtype(what: str, named: Sequence[tuple[str, np.dtype]]) -> np.dtype:
+    """numpy promotion; integers and bools count as float64; native byte order."""
+    for name, t in named:
+        if t.kind not in "biufc":
+            raise TypeError(
+                f"{what}: {name} has non-numeric dtype {t}; "
+                "expected float32, float64, complex128 or an integer type"
+            )
+    floats = [t for _, t in named if t.kind in "fc"]
+    dt = np.result_type(*floats) if floats else np.dtype(np.float64)
+    if (dt.kind == "f" and dt.itemsize > 8) or (dt.kind == "c" and dt.itemsize > 16):
+        raise TypeError(f"{what}: dtype {dt} is not supported (use float32, float64 or complex128)")
+    if dt.kind == "f" and dt.itemsize < 4:
+        dt = np.dtype(np.float32)
+    return dt.newbyteorder("=")
 
 
-def kron_matvec(factors: Any, x: Any):
-    raise NotImplementedError("tj.kron_matvec is not implemented yet")
+def _scalar(coef: complex, dt: np.dtype) -> Any:
+    """A rule coefficient as a scalar of dtype dt (a real dtype needs a real coefficient)."""
+    if dt.kind == "c":
+        return dt.type(coef)
+    if complex(coef).imag != 0:
+        raise AssertionError(f"complex coefficient {coef} in a real-valued rule")
+    return dt.type(complex(coef).real)
+
+
+# ----------------------------------------------------------------------------- VJP / JVP
+
+
+def vjp(
+    op: Op, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None
+) -> np.ndarray:
+    """Batched vector-Jacobian product of a tensorjac op, without building the Jacobian.
+
+    ``cotangent`` has shape ``(*batch, *out.shape)`` (any number of leading batch
+    axes, including none); the result has shape ``(*batch, *args[wrt].shape)``:
+    ``res[b, n...] = sum_m cotangent[b, m...] * J[m..., n...]``.  The dtype is the
+    promotion of the op's dtype and the cotangent's (integers count as float64).
+    Complex results use the plain transpose, no conjugation (see module docs).
+    ``num_threads`` applies to the C++ kernels (matrix products go to numpy's BLAS).
+    """
+    return _apply(need_op(op, "vjp"), args, cotangent, wrt, num_threads, "vjp")
+
+
+def jvp(
+    op: Op, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None
+) -> np.ndarray:
+    """Batched Jacobian-vector product of a tensorjac op, without building the Jacobian.
+
+    ``tangent`` has shape ``(*batch, *args[wrt].shape)``; the result has shape
+    ``(*batch, *out.shape)``: ``res[b, m...] = sum_n J[m..., n...] * tangent[b, n...]``.
+    """
+    return _apply(need_op(op, "jvp"), args, tangent, wrt, num_threads, "jvp")
+
+
+class _Spec(NamedTuple):
+    """One direction (vjp or jvp) of a Deriv, prepared for einsum."""
+
+    src_letters: str  # unique letters of the source (cotangent / tangent) view
+    src_sizes: tuple[int, ...]
+    src_axes: tuple[str, ...]  # axis specs of the source array
+    dst_axes: tuple[str, ...]
+    dst_letters: str  # unique letters of the destination view
+    dst_sizes: tuple[int, ...]
+    terms: tuple[tuple[complex, tuple[str, ...], str, str], ...]  # (coef, factor subs, einsum, present)
+    direct: bool  # the einsum output is the destination (no deltas to write, nothing to broadcast)
+    diagonal: bool  # elementwise: destination = source * one factor of the same shape
+
+
+_SPECS: dict[tuple[Deriv, str, tuple, tuple], _Spec] = {}
+
+
+def _spec(d: Deriv, mode: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> _Spec:
+    key = (d, mode, out_shape, in_shape)
+    hit = _SPECS.get(key)
+    if hit is not None:
+        return hit
+    sizes = d.letter_sizes(out_shape, in_shape)
+    src_axes, dst_axes = (d.out, d.inp) if mode == "vjp" else (d.inp, d.out)
+    dst_shape = in_shape if mode == "vjp" else out_shape
+    src_letters = "".join(dict.fromkeys("".join(src_axes)))
+    dst_all = "".join(dst_axes)
+    dst_letters = "".join(dict.fromkeys(dst_all))
+    terms = []
+    direct = len(dst_letters) == len(dst_all) and all(
+        _prod([sizes[c] for c in ax]) == n for ax, n in zip(dst_axes, dst_shape)
+    )
+    for coef, groups in d.terms:
+        have = set(src_letters).union(*groups)
+        present = "".join(c for c in dst_letters if c in have)
+        direct &= present == dst_letters
+        subs = ",".join((_BATCH + src_letters,) + tuple(groups)) + "->" + _BATCH + present
+        terms.append((coef, tuple(groups), subs, present))
+    direct &= len(terms) == 1
+    diagonal = (
+        d.is_diagonal
+        and len(terms) == 1
+        and terms[0][1] == ("".join(d.out),)
+        and all(sizes[c] == n for c, n in zip(d.out, out_shape))
+    )
+    spec = _Spec(
+        src_letters, tuple(sizes[c] for c in src_letters), src_axes, dst_axes,
+        dst_letters, tuple(sizes[c] for c in dst_letters), tuple(terms), direct, diagonal,
+    )  # fmt: skip
+    if len(_SPECS) > 1024:
+        _SPECS.clear()
+    _SPECS[key] = spec
+    return spec
+
+
+def _letter_view(
+    arr: np.ndarray, axes: tuple[str, ...], letters: str, sizes: tuple[int, ...], writeable: bool
+) -> np.ndarray:
+    """View of ``arr`` (batch, *axes) indexed by (batch, *letters).
+
+    A fused axis "(ik)" splits into sub-axes in C order; a letter on several
+    axes walks their diagonal (strides add); a letter may cover only a prefix
+    of an axis (trace of a non-square matrix).
+    """
+    size = dict(zip(letters, sizes))
+    stride = dict.fromkeys(letters, 0)
+    for ax, s in zip(axes, arr.strides[1:]):
+        for c in reversed(ax):
+            stride[c] += s
+            s *= size[c]
+    return as_strided(
+        arr, (arr.shape[0], *sizes), (arr.strides[0], *(stride[c] for c in letters)), writeable=writeable
+    )
+
+
+def _scaled(coef: complex, facs: list[np.ndarray], dt: np.dtype) -> tuple[list[np.ndarray], complex]:
+    """Fold a term's coefficient into its smallest factor; returns the leftover scale."""
+    if coef == 1 or not facs:
+        return facs, coef
+    t = min(range(len(facs)), key=lambda i: facs[i].size)
+    facs = list(facs)
+    facs[t] = facs[t] * _scalar(coef, dt)
+    return facs, 1
+
+
+def _contract(spec: _Spec, src: np.ndarray, facs: Sequence[np.ndarray], dst_shape: tuple[int, ...],
+              dt: np.dtype, nt: int) -> np.ndarray:
+    """The generic product: sum over terms of einsum(source, factors)."""
+    nb = src.shape[0]
+    if spec.diagonal:  # elementwise rule: one batched row scaling, in C++
+        (f,), _ = _scaled(spec.terms[0][0], [facs[0]], dt)
+        n = _prod(dst_shape)
+        G = np.ascontiguousarray(src.reshape(nb, n))
+        return _core.mul_rows(G, np.ascontiguousarray(f).reshape(n), nt).reshape((nb, *dst_shape))
+    S = _letter_view(src, spec.src_axes, spec.src_letters, spec.src_sizes, writeable=False)
+    result: np.ndarray | None = None
+    slot = 0
+    for coef, groups, subs, present in spec.terms:
+        tf = list(facs[slot : slot + len(groups)])
+        slot += len(groups)
+        tf, scale = _scaled(coef, tf, dt)
+        R = np.einsum(subs, S, *tf, optimize=True)
+        if scale != 1:
+            R = R * _scalar(scale, dt)
+        if spec.direct:
+            return R.reshape((nb, *dst_shape))
+        if result is None:
+            result = np.zeros((nb, *dst_shape), dt)
+            W = _letter_view(result, spec.dst_axes, spec.dst_letters, spec.dst_sizes, writeable=True)
+        # letters missing from this term broadcast: give them length-1 axes
+        R = R.reshape((nb, *(n if c in present else 1 for c, n in zip(spec.dst_letters, spec.dst_sizes))))
+        np.add(W, R, out=W)
+    if result is None:  # no terms: the Jacobian is zero
+        result = np.zeros((nb, *dst_shape), dt)
+    return result
+
+
+def _apply(op: Op, args: tuple, vec: Any, wrt: Any, num_threads: int | None, mode: str) -> np.ndarray:
+    nt = _config.resolve_threads(num_threads)
+    arrs = op._arrays(args)
+    plan = op._plan(arrs, wrt, "tensor")  # validates wrt, shapes and dtypes (cached)
+    d, out_shape, in_shape = plan.deriv, plan.out_shape, plan.in_shape
+    vname = "cotangent" if mode == "vjp" else "tangent"
+    V = np.asarray(vec)
+    src_shape, dst_shape = (out_shape, in_shape) if mode == "vjp" else (in_shape, out_shape)
+    k = len(src_shape)
+    if V.ndim < k or V.shape[V.ndim - k :] != src_shape:
+        side = "output" if mode == "vjp" else f"input {op.argnames[op.wrt_index(wrt)]!r}"
+        raise ValueError(
+            f"{op.name}.{mode}: {vname} has shape {V.shape}, but its trailing axes must equal "
+            f"the {side} shape {src_shape} (after any leading batch axes): expected "
+            f"(*batch, {', '.join(map(str, src_shape))}{',' if len(src_shape) == 1 else ''})"
+        )
+    dt = _compute_dtype(f"{op.name}.{mode}", [(vname, V.dtype), ("the op's dtype", plan.dtype)])
+    batch = V.shape[: V.ndim - k]
+    nb = _prod(batch)
+    Vf = V.astype(dt, copy=False).reshape((nb, *src_shape))
+    cargs = op._cast(arrs, plan.dtype) if plan.cast else list(arrs)
+    hook: Callable[..., np.ndarray] | None = d.vjp if mode == "vjp" else d.jvp
+    if hook is not None:
+        token = _call_threads.set(nt)
+        try:
+            R = np.asarray(hook(Vf, *cargs))
+        finally:
+            _call_threads.reset(token)
+        if R.shape != (nb, *dst_shape):  # a rule bug, not a user error
+            raise AssertionError(
+                f"{op.name}.{mode} hook returned shape {R.shape}, expected {(nb, *dst_shape)}"
+            )
+        R = R.astype(dt, copy=False)
+    else:
+        facs = [f if f.dtype == dt else f.astype(dt) for f in map(np.asarray, d.factors(*cargs))]
+        R = _contract(_spec(d, mode, out_shape, in_shape), Vf, facs, dst_shape, dt, nt)
+    R = R.reshape(batch + dst_shape)
+    if np.may_share_memory(R, V):  # e.g. transpose's VJP is a view: never alias the caller's array
+        R = R.copy()
+    return R
+
+
+# ----------------------------------------------------------------------------- structured hooks
+
+
+def two_sided(L: np.ndarray, M: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """``L @ M[b] @ R`` for a batch M (nb, a, b), by BLAS, cheaper association first.
+
+    Right-first multiplies all of M at once as one (nb*a, b) @ (b, d) GEMM.
+    """
+    nb, a, b = M.shape
+    c, d = L.shape[0], R.shape[1]
+    if a * b * d + c * a * d <= c * a * b + c * b * d:
+        Y = (M.reshape(nb * a, b) @ R).reshape(nb, a, d)
+        return np.matmul(L, Y)
+    Y = np.matmul(L, M)
+    return (Y.reshape(nb * c, b) @ R).reshape(nb, c, d)
+
+
+def kron_vjp(G: np.ndarray, A: np.ndarray, B: np.ndarray, wrt: int) -> np.ndarray:
+    """VJP of kron(A, B): dA[b,i,j] = sum_kl G[b,(i,k),(j,l)] B[k,l] (wrt=0), or
+    dB[b,k,l] = sum_ij G[b,(i,k),(j,l)] A[i,j] (wrt=1); one streaming pass over G in C++."""
+    (m, n), (p, q) = A.shape, B.shape
+    G5 = np.ascontiguousarray(G).reshape(G.shape[0], m, p, n, q)
+    F = np.ascontiguousarray(B if wrt == 0 else A, dtype=G.dtype)
+    return _core.kron_vjp(G5, F, wrt, call_threads())
+
+
+def kron_jvp(V: np.ndarray, A: np.ndarray, B: np.ndarray, wrt: int) -> np.ndarray:
+    """JVP of kron(A, B): kron(V[b], B) (wrt=0) or kron(A, V[b]) (wrt=1), in C++."""
+    V = np.ascontiguousarray(V)
+    other = np.ascontiguousarray(B if wrt == 0 else A, dtype=V.dtype)[None]
+    X, Y = (V, other) if wrt == 0 else (other, V)
+    return _core.kron_batched(X, Y, call_threads())
+
+
+# ----------------------------------------------------------------------------- chain rule
+
+
+def chain(J_outer: Any, J_inner: Any, mid_ndim: int, layout: str = "tensor") -> np.ndarray:
+    """Chain rule for explicit Jacobian tensors: d(f∘g)/dx = df/dy · dg/dx.
+
+    ``J_outer`` is df/dy in the tensor layout, shape ``out.shape + y.shape``;
+    ``J_inner`` is dg/dx, shape ``y.shape + in.shape``; ``mid_ndim = y.ndim``.
+    The result is their contraction over y's axes (one BLAS product) in any
+    layout of LAYOUTS (default "tensor": ``out.shape + in.shape``).
+    """
+    Jo, Ji = np.asarray(J_outer), np.asarray(J_inner)
+    if isinstance(mid_ndim, bool) or not isinstance(mid_ndim, (int, np.integer)):
+        raise TypeError(f"chain: mid_ndim must be an int, got {type(mid_ndim).__name__}")
+    mid = int(mid_ndim)
+    if not 0 <= mid <= min(Jo.ndim, Ji.ndim):
+        raise ValueError(
+            f"chain: mid_ndim={mid} must be between 0 and the rank of both tensors; "
+            f"J_outer has shape {Jo.shape} and J_inner has shape {Ji.shape}"
+        )
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"chain: unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    y_outer, y_inner = Jo.shape[Jo.ndim - mid :], Ji.shape[:mid]
+    if y_outer != y_inner:
+        raise ValueError(
+            f"chain: the last {mid} axes of J_outer (shape {Jo.shape}) are {y_outer}, but the first "
+            f"{mid} axes of J_inner (shape {Ji.shape}) are {y_inner}; both must be the shape of the "
+            "intermediate y"
+        )
+    dt = _compute_dtype("chain", [("J_outer", Jo.dtype), ("J_inner", Ji.dtype)])
+    out_shape, in_shape = Jo.shape[: Jo.ndim - mid], Ji.shape[mid:]
+    shape, out_place, in_place = layout_placement(layout, out_shape, in_shape)
+    _config.check_budget(shape, dt.itemsize, what="chain-rule Jacobian")
+    Jo, Ji = Jo.astype(dt, copy=False), Ji.astype(dt, copy=False)
+    ymid = tuple(range(mid))
+    if layout == "gradient":  # in.shape + out.shape: contract in that order, no permutation
+        return np.tensordot(Ji, Jo, axes=(ymid, tuple(range(Jo.ndim - mid, Jo.ndim))))
+    T = np.tensordot(Jo, Ji, axes=mid)
+    if layout in ("tensor", "matrix"):
+        return T.reshape(shape)
+    # numerator / vec: place every axis of T where layout_placement says (one strided copy)
+    res = np.empty(shape, dt)
+    strides = [mult * res.strides[dim] for dim, mult in (*out_place, *in_place)]  # type: ignore[misc]
+    as_strided(res, T.shape, strides, writeable=True)[...] = T
+    return res
+
+
+# ----------------------------------------------------------------------------- Kronecker matvec
+
+
+def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
+    """``(A1 ⊗ A2 ⊗ ... ⊗ Ak) @ x`` for a batch of vectors, never forming the Kronecker product.
+
+    ``factors``: 2-D arrays A_i of shape (r_i, c_i); ``x``: shape (*batch, prod(c_i)).
+    Returns shape (*batch, prod(r_i)), matching ``x @ np.kron(A1, ..., Ak).T``.
+    One mode at a time (the vec trick), each mode one BLAS product
+    ``A_t @ X.T`` whose output order rotates the next mode into place, so no
+    intermediate is ever transposed; only the final (prod(r), batch) result is.
+    """
+    if isinstance(factors, np.ndarray) and factors.ndim == 2:
+        raise TypeError("kron_matvec: factors must be a sequence of 2-D arrays; wrap one matrix in a list")
+    try:
+        fs = [np.asarray(f) for f in factors]
+    except TypeError:
+        raise TypeError(
+            f"kron_matvec: factors must be a sequence of 2-D arrays, got {type(factors).__name__}"
+        ) from None
+    if not fs:
+        raise ValueError("kron_matvec: factors is empty; give at least one 2-D array")
+    for t, f in enumerate(fs):
+        if f.ndim != 2:
+            raise ValueError(f"kron_matvec: factors[{t}] must be 2-D (r, c), got shape {f.shape}")
+    xa = np.asarray(x)
+    cols = [f.shape[1] for f in fs]
+    C = _prod(cols)
+    if xa.ndim < 1 or xa.shape[-1] != C:
+        raise ValueError(
+            f"kron_matvec: the factors' column counts {tuple(cols)} (factor shapes "
+            f"{', '.join(str(f.shape) for f in fs)}) multiply to {C}, but x has shape {xa.shape}; "
+            f"x must have shape (*batch, {C})"
+        )
+    named = [(f"factors[{t}]", f.dtype) for t, f in enumerate(fs)] + [("x", xa.dtype)]
+    dt = _compute_dtype("kron_matvec", named)
+    batch = xa.shape[:-1]
+    nb = _prod(batch)
+    rows = [f.shape[0] for f in fs]
+    dims = [nb, *cols]  # logical axes of cur, C order
+    cur = xa.astype(dt, copy=False).reshape(nb, C)
+    for t in range(len(fs) - 1, -1, -1):
+        c = dims.pop()
+        M = cur.reshape(_prod(dims), c)
+        cur = fs[t].astype(dt, copy=False) @ M.T  # (r_t, rest): the next mode is now last
+        dims.insert(0, rows[t])
+    R = _prod(rows)
+    return np.ascontiguousarray(cur.reshape(R, nb).T).reshape((*batch, R))

@@ -82,11 +82,24 @@ def _sandwich_shape(a: tuple, x: tuple, b: tuple) -> tuple:
     return (a[0], b[1])
 
 
+def _sandwich_x_vjp(G: np.ndarray, A: np.ndarray, X: np.ndarray, B: np.ndarray) -> np.ndarray:
+    from ._ad import two_sided  # A^T G B^T by BLAS
+
+    return two_sided(A.T, G, B.T)
+
+
+def _sandwich_x_jvp(V: np.ndarray, A: np.ndarray, X: np.ndarray, B: np.ndarray) -> np.ndarray:
+    from ._ad import two_sided  # A V B by BLAS
+
+    return two_sided(A, V, B)
+
+
 def _sandwich_deriv(wrt: int, a: tuple, x: tuple, b: tuple) -> Deriv:
     if wrt == 0:
         return Deriv("ij", "ia", [(1, ("aj",))], lambda A, X, B: (X @ B,))
     if wrt == 1:  # A[i,k] B[l,j]; in vec layout kron(B.T, A)
-        return Deriv("ij", "kl", [(1, ("ik", "lj"))], lambda A, X, B: (A, B))
+        return Deriv("ij", "kl", [(1, ("ik", "lj"))], lambda A, X, B: (A, B),
+                     vjp=_sandwich_x_vjp, jvp=_sandwich_x_jvp)
     return Deriv("ij", "bj", [(1, ("ib",))], lambda A, X, B: (A @ X,))
 
 
@@ -122,12 +135,28 @@ def _kron_shape(a: tuple, b: tuple) -> tuple:
     return (a[0] * b[0], a[1] * b[1])
 
 
+def _kron_vjp(G: np.ndarray, A: np.ndarray, B: np.ndarray, wrt: int) -> np.ndarray:
+    from ._ad import kron_vjp  # the kron contraction: one streaming pass over G in C++
+
+    return kron_vjp(G, A, B, wrt)
+
+
+def _kron_jvp(V: np.ndarray, A: np.ndarray, B: np.ndarray, wrt: int) -> np.ndarray:
+    from ._ad import kron_jvp  # batched kron(V, B) / kron(A, V) in C++
+
+    return kron_jvp(V, A, B, wrt)
+
+
 def _kron_deriv(wrt: int, a: tuple, b: tuple) -> Deriv:
     # kron(A,B)[(i,k),(j,l)] = A[i,j] B[k,l]: the fused output axes split into sub-axes.
     sizes = {"i": a[0], "j": a[1], "k": b[0], "l": b[1]}
     if wrt == 0:
-        return Deriv("(ik)(jl)", "ij", [(1, ("kl",))], lambda A, B: (B,), sizes)
-    return Deriv("(ik)(jl)", "kl", [(1, ("ij",))], lambda A, B: (A,), sizes)
+        return Deriv("(ik)(jl)", "ij", [(1, ("kl",))], lambda A, B: (B,), sizes,
+                     vjp=lambda G, A, B: _kron_vjp(G, A, B, 0),
+                     jvp=lambda V, A, B: _kron_jvp(V, A, B, 0))
+    return Deriv("(ik)(jl)", "kl", [(1, ("ij",))], lambda A, B: (A,), sizes,
+                 vjp=lambda G, A, B: _kron_vjp(G, A, B, 1),
+                 jvp=lambda V, A, B: _kron_jvp(V, A, B, 1))
 
 
 kron = _register(
@@ -182,12 +211,27 @@ def _inv_shape(x: tuple) -> tuple:
     return x
 
 
+def _inv_vjp(G: np.ndarray, X: np.ndarray) -> np.ndarray:
+    from ._ad import two_sided  # -X^{-T} G X^{-T} by BLAS
+
+    Xi = np.linalg.inv(X)
+    return two_sided(-Xi.T, G, Xi.T)
+
+
+def _inv_jvp(V: np.ndarray, X: np.ndarray) -> np.ndarray:
+    from ._ad import two_sided  # -X^{-1} V X^{-1} by BLAS
+
+    Xi = np.linalg.inv(X)
+    return two_sided(-Xi, V, Xi)
+
+
 def _inv_deriv(wrt: int, x: tuple) -> Deriv:
     def factors(X: np.ndarray) -> tuple:
         Xi = np.linalg.inv(X)
         return (Xi, Xi)
 
-    return Deriv("ij", "kl", [(-1, ("ik", "lj"))], factors)  # -inv(X)[i,k] inv(X)[l,j]
+    # -inv(X)[i,k] inv(X)[l,j]
+    return Deriv("ij", "kl", [(-1, ("ik", "lj"))], factors, vjp=_inv_vjp, jvp=_inv_jvp)
 
 
 inv = _register(
