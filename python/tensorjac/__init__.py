@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import _core, fd
+from . import _core, fd, testing
 from ._ad import chain, jvp, kron_matvec, vjp
+from ._check import CheckReport, JacobianMismatchError, check
 from ._config import (
     JacobianTooLargeError,
     get_memory_budget,
@@ -29,3 +30,4 @@ __all__ = [
     "set_memory_budget", "set_num_threads", "sigmoid", "sin", "softplus", "sqrt", "square",
     "sum", "tanh", "trace", "transpose",
 ]  # fmt: skip
+__all__ += ["CheckReport", "JacobianMismatchError", "check", "testing"]
