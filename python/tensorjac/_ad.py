@@ -114,7 +114,12 @@ class _Spec(NamedTuple):
     terms: tuple[tuple[complex, tuple[str, ...], str, str], ...]  # (coef, factor subs, einsum, present)
     direct: bool  # the einsum output is the destination (no deltas to write, nothing to broadcast)
     diagonal: bool  # elementwise: destination = source * one factor of the same shape
+    plain_src: bool  # the source axes are its letters one to one: no view needed
+    loops: tuple[int, ...]  # per term: the naive einsum loop count for one batch entry
 
+
+# Up to this many multiply-adds, numpy's C einsum loop beats planning a BLAS path.
+_EINSUM_DIRECT_MAX = 4096
 
 _SPECS: dict[tuple[Deriv, str, tuple, tuple], _Spec] = {}
 
@@ -147,9 +152,13 @@ def _spec(d: Deriv, mode: str, out_shape: tuple[int, ...], in_shape: tuple[int, 
         and terms[0][1] == ("".join(d.out),)
         and all(sizes[c] == n for c, n in zip(d.out, out_shape))
     )
+    src_shape = out_shape if mode == "vjp" else in_shape
+    plain_src = src_axes == tuple(src_letters) and all(sizes[c] == n for c, n in zip(src_letters, src_shape))
+    loops = tuple(_prod([sizes[c] for c in set(src_letters).union(*groups)]) for _, groups in d.terms)
     spec = _Spec(
         src_letters, tuple(sizes[c] for c in src_letters), src_axes, dst_axes,
         dst_letters, tuple(sizes[c] for c in dst_letters), tuple(terms), direct, diagonal,
+        plain_src, loops,
     )  # fmt: skip
     if len(_SPECS) > 1024:
         _SPECS.clear()
@@ -196,14 +205,15 @@ def _contract(spec: _Spec, src: np.ndarray, facs: Sequence[np.ndarray], dst_shap
         n = _prod(dst_shape)
         G = np.ascontiguousarray(src.reshape(nb, n))
         return _core.mul_rows(G, np.ascontiguousarray(f).reshape(n), nt).reshape((nb, *dst_shape))
-    S = _letter_view(src, spec.src_axes, spec.src_letters, spec.src_sizes, writeable=False)
+    S = src if spec.plain_src else _letter_view(src, spec.src_axes, spec.src_letters, spec.src_sizes, False)
     result: np.ndarray | None = None
     slot = 0
-    for coef, groups, subs, present in spec.terms:
+    for (coef, groups, subs, present), loops in zip(spec.terms, spec.loops):
         tf = list(facs[slot : slot + len(groups)])
         slot += len(groups)
         tf, scale = _scaled(coef, tf, dt)
-        R = np.einsum(subs, S, *tf, optimize=True)
+        # numpy's path search costs ~20 us: worth it (BLAS) only when there is real work
+        R = np.einsum(subs, S, *tf, optimize=nb * loops > _EINSUM_DIRECT_MAX)
         if scale != 1:
             R = R * _scalar(scale, dt)
         if spec.direct:
@@ -235,7 +245,9 @@ def _apply(op: Op, args: tuple, vec: Any, wrt: Any, num_threads: int | None, mod
             f"the {side} shape {src_shape} (after any leading batch axes): expected "
             f"(*batch, {', '.join(map(str, src_shape))}{',' if len(src_shape) == 1 else ''})"
         )
-    dt = _compute_dtype(f"{op.name}.{mode}", [(vname, V.dtype), ("the op's dtype", plan.dtype)])
+    dt = plan.dtype
+    if V.dtype != dt:
+        dt = _compute_dtype(f"{op.name}.{mode}", [(vname, V.dtype), ("the op's dtype", dt)])
     batch = V.shape[: V.ndim - k]
     nb = _prod(batch)
     Vf = V.astype(dt, copy=False).reshape((nb, *src_shape))
