@@ -218,6 +218,11 @@ def test_bitwise_threads_large(dtype):
     ]
     if dtype != np.complex128:
         calls.append(lambda nt: tj.jvp(tj.tanh, X[0], tangent=X, num_threads=nt))
+    # fewer output rows than threads: the split falls inside one row
+    A1, B1, G1 = _rand(rng, (1, 601), dtype), _rand(rng, (8, 9), dtype), _rand(rng, (8, 601 * 9), dtype)
+    calls.append(lambda nt: tj.vjp(tj.kron, A1, B1, cotangent=G1, wrt=0, num_threads=nt))
+    A2, B2, G2 = _rand(rng, (60, 70), dtype), _rand(rng, (1, 9), dtype), _rand(rng, (60, 630), dtype)
+    calls.append(lambda nt: tj.vjp(tj.kron, A2, B2, cotangent=G2, wrt=1, num_threads=nt))
     for call in calls:
         ref = call(1)
         for nt in (2, 3):
@@ -226,6 +231,23 @@ def test_bitwise_threads_large(dtype):
     G5 = G.reshape(31, 5, 9, 7, 6).astype(np.complex128)
     assert_close(calls[0](2), np.einsum("bikjl,kl->bij", G5, B), **tol(dtype))
     assert_close(calls[1](2), np.einsum("bikjl,ij->bkl", G5, A), **tol(dtype))
+    assert_close(calls[-2](2), np.einsum("kjl,kl->j", G1.reshape(8, 601, 9).astype(complex), B1)[None],
+                 **tol(dtype))  # fmt: skip
+    assert_close(calls[-1](2), np.einsum("ijl,ij->l", G2.reshape(60, 70, 9).astype(complex), A2)[None],
+                 **tol(dtype))  # fmt: skip
+
+
+def test_complex64_kernels():
+    rng = _rng(14)
+    A, B = _rand(rng, (3, 4), np.complex64), _rand(rng, (2, 5), np.complex64)
+    G = _rand(rng, (2, 6, 20), np.complex64)
+    got = tj.vjp(tj.kron, A, B, cotangent=G, wrt=1)
+    assert got.dtype == np.complex64
+    want = np.einsum("bikjl,ij->bkl", G.reshape(2, 3, 2, 4, 5).astype(complex), A)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    got = tj.jvp(tj.exp, A, tangent=G[:, :3, :4])
+    assert got.dtype == np.complex64
+    np.testing.assert_allclose(got, G[:, :3, :4] * np.exp(A), rtol=1e-6)
 
 
 def test_default_threads_setting_is_used():
