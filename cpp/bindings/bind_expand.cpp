@@ -66,6 +66,13 @@ public:
 
     void run(py::array out, const py::sequence& factors, int num_threads) const {
         if (!out.writeable()) throw py::value_error("out: array is read-only");
+        if (!element_strided(out)) {
+            // e.g. a packed structured field: fill a contiguous twin, then let numpy copy.
+            py::array twin(out.dtype(), shape_of(out));
+            run(twin, factors, num_threads);
+            py::module_::import("numpy").attr("copyto")(out, twin);
+            return;
+        }
         if (out.ndim() != out_ndim_)
             throw py::value_error("out: expected " + std::to_string(out_ndim_) + " dimensions, got " +
                                   std::to_string(out.ndim()));

@@ -53,12 +53,25 @@ inline std::vector<i64> elem_strides(const py::array& a) {
     return s;
 }
 
+// True when every stride is a whole number of elements (packed structured
+// fields, e.g. an f8 field with a 12-byte stride, are not).
+inline bool element_strided(const py::array& a) {
+    for (py::ssize_t d = 0; d < a.ndim(); ++d)
+        if (a.strides(d) % static_cast<py::ssize_t>(a.itemsize())) return false;
+    return true;
+}
+
+// An input array of exactly dtype T, addressable with element strides: the
+// array itself when possible, otherwise a converted or contiguous copy.
 template <class T>
 py::array_t<T> as_typed(const py::handle& obj, const char* what) {
-    // Fast path: already an ndarray of exactly this dtype (any strides).
-    if (py::isinstance<py::array_t<T>>(obj)) return py::reinterpret_borrow<py::array_t<T>>(obj);
+    if (py::isinstance<py::array_t<T>>(obj)) {
+        auto arr = py::reinterpret_borrow<py::array_t<T>>(obj);
+        if (element_strided(arr)) return arr;
+    }
     auto arr = py::array_t<T, py::array::forcecast>::ensure(obj);
     if (!arr) throw py::type_error(std::string(what) + ": cannot convert to the output dtype");
+    if (!element_strided(arr)) arr = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(arr);
     return arr;
 }
 

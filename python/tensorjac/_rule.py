@@ -251,9 +251,11 @@ class Op:
         deriv: Callable[..., Deriv],
         *,
         holomorphic: bool = True,
+        elementwise: bool = False,
         doc: str = "",
     ) -> None:
         self.name = name
+        self.elementwise = elementwise  # its Jacobian is diagonal: layout="diagonal" allowed
         self.__name__ = name
         self.__qualname__ = name
         self.argnames = argnames
@@ -320,25 +322,31 @@ class Op:
         return (wrt, layout, *[(a.shape, a.dtype) for a in arrs])
 
     def _plan(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> _Plan:
-        """Validate once per (wrt, layout, shapes, dtypes) and cache the expand plan."""
-        key = self._key(arrs, wrt, layout)
-        try:
-            plan = self._plans.get(key)
-        except TypeError:  # unhashable wrt / layout: validation below says why
-            plan = None
-        if plan is not None:
-            return plan
+        """Validate once per (wrt, layout, shapes, dtypes) and cache the expand plan.
+
+        The cache is keyed by the validated argument index, so ``wrt=True`` or
+        ``wrt=1.0`` can never hit an entry made for ``wrt=1``.
+        """
         w = self.wrt_index(wrt)
         if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
+        key = self._key(arrs, w, layout)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        if layout == "diagonal" and not self.elementwise:
+            raise ValueError(
+                f"layout='diagonal' is only for elementwise ops; {self.name} is not one "
+                f"(use one of {', '.join(LAYOUTS)})"
+            )
         dt, out_shape = self._resolve(tuple(arrs))
         in_shape = arrs[w].shape
         d = self.deriv(w, [a.shape for a in arrs])
         if layout == "diagonal" and not d.is_diagonal:
-            raise ValueError(
-                f"layout='diagonal' needs an elementwise Jacobian; {self.name} with respect to "
-                f"{self.argnames[w]!r} is not diagonal (use one of {', '.join(LAYOUTS)})"
-            )
+            raise AssertionError(f"{self.name} is marked elementwise but its rule is not diagonal")
+        shape, _, _ = layout_placement(layout, out_shape, in_shape)
+        if _prod(shape) * dt.itemsize >= 1 << 62:  # beyond any budget, and beyond int64 strides
+            _config.check_budget(shape, dt.itemsize)
         shape, core = build_expand_plan(d, layout, out_shape, in_shape)
         plan = _Plan(
             dtype=dt,
@@ -353,10 +361,7 @@ class Op:
         )
         if len(self._plans) > self._MAX_PLANS:
             self._plans.clear()
-        try:
-            self._plans[key] = plan
-        except TypeError:
-            pass
+        self._plans[key] = plan
         return plan
 
     def jacobian(
@@ -415,9 +420,13 @@ def jacobian(
         op._arrays(args)  # raises the arity TypeError
     # The hot path: a cached plan, one factor evaluation, one kernel call.
     arrs = [a if type(a) is _ndarray else _asarray(a) for a in args]
-    try:
-        plan = op._plans[(wrt, layout, *[(a.shape, a.dtype) for a in arrs])]
-    except (KeyError, TypeError):
+    plan = None
+    if type(wrt) is int and wrt >= 0:  # the common case; anything else is validated first
+        try:
+            plan = op._plans.get((wrt, layout, *[(a.shape, a.dtype) for a in arrs]))
+        except TypeError:  # unhashable layout
+            pass
+    if plan is None:
         plan = op._plan(arrs, wrt, layout)
     if plan.cast:
         arrs = op._cast(arrs, plan.dtype)

@@ -124,7 +124,7 @@ def _multiply_deriv(wrt: int, x: tuple, y: tuple) -> Deriv:
 
 
 multiply = _register(
-    Op("multiply", ("X", "Y"), np.multiply, _same_shape("multiply"), _multiply_deriv,
+    Op("multiply", ("X", "Y"), np.multiply, _same_shape("multiply"), _multiply_deriv, elementwise=True,
        doc="Hadamard product X * Y of same-shaped arrays of any rank.")
 )  # fmt: skip
 
@@ -344,13 +344,21 @@ sum = _register(  # noqa: A001 - the numpy name is the contract
 )
 
 
+def _scaled(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(X / max|X|, max|X|): squares of the scaled entries neither overflow nor underflow."""
+    m = np.max(np.abs(X), initial=0).astype(X.dtype)
+    return (X / m if m > 0 else X), m
+
+
 def _norm_value(X: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.sum(X * X))  # the Frobenius / 2-norm of the entries
+    Y, m = _scaled(X)  # the Frobenius / 2-norm of all entries, safe at any scale
+    return m * np.sqrt(np.sum(Y * Y))
 
 
 def _norm_factors(X: np.ndarray) -> tuple:
-    n = _norm_value(X)
-    return (X / n if n > 0 else np.zeros_like(X),)
+    Y, m = _scaled(X)
+    n = np.sqrt(np.sum(Y * Y))
+    return (Y / n if m > 0 else np.zeros_like(X),)
 
 
 norm = _register(
@@ -371,7 +379,9 @@ def _elementwise(
         L = _letters(len(x))
         return Deriv(L, L, [(1, (L,))], lambda X: (df(X),))  # δ(m,n) f'(x[m])
 
-    return _register(Op(name, ("X",), f, lambda x: x, deriv, holomorphic=holomorphic, doc=doc))
+    return _register(
+        Op(name, ("X",), f, lambda x: x, deriv, holomorphic=holomorphic, elementwise=True, doc=doc)
+    )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -388,13 +398,19 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 
 
 def _dtanh(x: np.ndarray) -> np.ndarray:
-    t = np.tanh(x)
-    return 1 - t * t
+    if x.dtype.kind == "c":
+        t = np.tanh(x)
+        return 1 - t * t
+    e = np.exp(-2 * np.abs(x))  # sech^2 x = 4e / (1 + e)^2: no cancellation, no overflow
+    return 4 * e / ((1 + e) * (1 + e))
 
 
 def _dsigmoid(x: np.ndarray) -> np.ndarray:
-    s = _sigmoid(x)
-    return s * (1 - s)
+    if x.dtype.kind == "c":
+        s = _sigmoid(x)
+        return s * (1 - s)
+    e = np.exp(-np.abs(x))  # s (1 - s) = e / (1 + e)^2, even in x, accurate in both tails
+    return e / ((1 + e) * (1 + e))
 
 
 exp = _elementwise("exp", np.exp, np.exp, "exp(x); derivative exp(x).")
