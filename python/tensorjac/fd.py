@@ -709,8 +709,11 @@ def hessian(
     with method="complex" the gradient is a complex step and the outer
     differences are central).  Both levels use fixed steps chosen at x:
     ``eps**p * max(|x|, 1)`` with p = 1/3 (forward, backward, complex),
-    1/4 (central) or 1/8 (richardson).  The result is symmetrised;
-    ``return_error`` adds the outer error estimate and the asymmetry.
+    1/4 (central) or 1/8 (richardson).  The result is symmetrised.
+    ``return_error`` estimates the error as the outer differences' estimate,
+    plus the inner gradient's rounding error ``eps |f(x)| sum|c| / h``
+    amplified by the outer formula (``sum|c| / h`` again), plus the asymmetry
+    ``|H - H^T| / 2``.
     ``vectorized`` applies to the inner gradients; ``num_threads`` and
     ``executor`` parallelise over the outer perturbations.
     """
@@ -723,6 +726,12 @@ def hessian(
         power = _HESSIAN_POWER[method]
         h = p.steps(_scheme(method), step, power)
         xr = p.x
+        inner = _scheme(method)
+        # rounding error of the inner gradient (eps |f| sum|c| / h), amplified by the outer differences
+        f_mag = float(np.abs(p.y0))
+        inner_round = p.eps * f_mag * (np.abs(inner.c).sum() + abs(inner.c0)) / h
+        if inner.imag:  # the complex step does not cancel: its rounding is relative to g itself
+            inner_round = np.zeros_like(h)
     outer = "central" if method == "complex" else method
     g = _InnerGradient(f, method, h, vectorized, chunk_size)
     with Problem(g, xr, num_threads=num_threads, executor=executor, progress=progress, what="tj.fd.hessian") as q:
@@ -733,6 +742,8 @@ def hessian(
     asym = np.abs(H - Ht) / 2
     H = (H + Ht) / 2
     if err is not None:
+        gain = np.abs(_scheme(outer).c).sum() + abs(_scheme(outer).c0)
+        err = err + gain * inner_round.reshape(xr.shape + (1,) * R) / h.reshape(xr.shape)
         err = (err + err.transpose(perm)) / 2 + asym
     if layout != "tensor":
         H = from_tensor(H, layout, xr.shape, xr.shape)
