@@ -24,7 +24,8 @@ def _ref(Jo, Ji, mid):
 
 @HYP
 @given(out=shapes, mid=shapes, inn=shapes, layout=st.sampled_from(LAYOUTS),
-       ko=st.sampled_from(VIEW_KINDS), ki=st.sampled_from(VIEW_KINDS), seed=st.integers(0, 2**31))  # fmt: skip
+       ko=st.sampled_from(VIEW_KINDS), ki=st.sampled_from(VIEW_KINDS),
+       seed=st.integers(0, 2**31))  # fmt: skip
 def test_random_shapes_and_layouts(out, mid, inn, layout, ko, ki, seed):
     rng = np.random.default_rng(seed)
     Jo, Ji = rng.standard_normal(out + mid), rng.standard_normal(mid + inn)
@@ -88,7 +89,8 @@ def test_dtypes():
 
 
 def test_errors_name_both_shapes():
-    with pytest.raises(ValueError, match=r"J_outer \(shape \(2, 3, 4\)\).*\(3, 4\).*J_inner \(shape \(4, 3, 5\)\)"):
+    msg = r"J_outer \(shape \(2, 3, 4\)\).*\(3, 4\).*J_inner \(shape \(4, 3, 5\)\)"
+    with pytest.raises(ValueError, match=msg):
         tj.chain(np.ones((2, 3, 4)), np.ones((4, 3, 5)), 2)
     with pytest.raises(ValueError, match=r"mid_ndim=3.*\(2, 3\).*\(3, 5\)"):
         tj.chain(np.ones((2, 3)), np.ones((3, 5)), 3)

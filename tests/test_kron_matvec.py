@@ -44,7 +44,8 @@ def test_matches_np_kron(dims, batch, dtype):
 @HYP
 @given(dims=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=3),
        batch=st.lists(st.integers(0, 3), max_size=2).map(tuple),
-       kx=st.sampled_from(VIEW_KINDS), kf=st.sampled_from(VIEW_KINDS), seed=st.integers(0, 2**31))  # fmt: skip
+       kx=st.sampled_from(VIEW_KINDS), kf=st.sampled_from(VIEW_KINDS),
+       seed=st.integers(0, 2**31))  # fmt: skip
 def test_random_shapes_and_views(dims, batch, kx, kf, seed):
     rng = np.random.default_rng(seed)
     fs = [rng.standard_normal(d) for d in dims]
@@ -60,7 +61,8 @@ def test_tuple_generator_and_mixed_dtypes():
     want = x @ np.kron(A, B).T
     assert_close(tj.kron_matvec((A, B), x), want, rtol=1e-12)
     assert_close(tj.kron_matvec((f for f in (A, B)), x), want, rtol=1e-12)
-    assert tj.kron_matvec([A.astype(np.float32), B.astype(np.float32)], x.astype(np.float32)).dtype == np.float32
+    f32 = [A.astype(np.float32), B.astype(np.float32)]
+    assert tj.kron_matvec(f32, x.astype(np.float32)).dtype == np.float32
     assert tj.kron_matvec([A.astype(np.float32), B], x.astype(np.float32)).dtype == np.float64
     xi = np.arange(6)
     got = tj.kron_matvec([np.eye(3, 2, dtype=int), np.ones((2, 3), int)], xi)
