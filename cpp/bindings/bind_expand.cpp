@@ -29,7 +29,10 @@ struct TermSpec {
 
 class ExpandPlan {
 public:
-    ExpandPlan(const py::list& terms, int out_ndim, int nslots) : out_ndim_(out_ndim), nslots_(nslots) {
+    ExpandPlan(const py::list& terms, std::vector<i64> shape, int nslots, py::dtype dtype)
+        : out_ndim_(static_cast<int>(shape.size())), nslots_(nslots), shape_(std::move(shape)),
+          dtype_(std::move(dtype)) {
+        const int out_ndim = out_ndim_;
         for (const auto& item : terms) {
             auto t = item.cast<py::tuple>();
             if (t.size() != 4) throw py::value_error("ExpandPlan: a term is (coef, sizes, bindings, factors)");
@@ -62,6 +65,13 @@ public:
             reach_.push_back(std::move(reach));
             specs_.push_back(std::move(spec));
         }
+    }
+
+    // Writes the Jacobian into `out` (allocated here when None) and returns it.
+    py::array call(const py::object& out_obj, const py::sequence& factors, int num_threads) const {
+        py::array out = out_obj.is_none() ? py::array(dtype_, shape_) : py::array(out_obj);
+        run(out, factors, num_threads);
+        return out;
     }
 
     void run(py::array out, const py::sequence& factors, int num_threads) const {
@@ -138,6 +148,8 @@ public:
 private:
     int out_ndim_;
     int nslots_;
+    std::vector<i64> shape_;
+    py::dtype dtype_;
     std::vector<TermSpec> specs_;
     std::vector<std::vector<i64>> reach_;
 };
@@ -146,8 +158,10 @@ private:
 
 void bind_expand(py::module_& m) {
     py::class_<ExpandPlan>(m, "ExpandPlan")
-        .def(py::init<const py::list&, int, int>(), py::arg("terms"), py::arg("out_ndim"), py::arg("nslots"))
-        .def("run", &ExpandPlan::run, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0);
+        .def(py::init<const py::list&, std::vector<i64>, int, py::dtype>(), py::arg("terms"),
+             py::arg("shape"), py::arg("nslots"), py::arg("dtype"))
+        .def("__call__", &ExpandPlan::call, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0,
+             "Write the Jacobian into out (or a new array when out is None) and return it.");
     m.def(
         "fill",
         [](py::array out, double value, int num_threads) {

@@ -163,7 +163,7 @@ def layout_placement(
 
 
 def build_expand_plan(
-    deriv: Deriv, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+    deriv: Deriv, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], dtype: np.dtype
 ) -> tuple[tuple[int, ...], Any]:
     """Turn a Deriv into the C++ ExpandPlan for one layout."""
     shape, out_place, in_place = layout_placement(layout, out_shape, in_shape)
@@ -190,7 +190,7 @@ def build_expand_plan(
             frefs.append((slot, [var[c] for c in g]))
             slot += 1
         cterms.append((complex(coef), [sizes[c] for c in letters], bindings, frefs))
-    return shape, _core.ExpandPlan(cterms, len(shape), slot)
+    return shape, _core.ExpandPlan(cterms, list(shape), slot, dtype)
 
 
 # ----------------------------------------------------------------------------- dtypes
@@ -347,7 +347,7 @@ class Op:
         shape, _, _ = layout_placement(layout, out_shape, in_shape)
         if _prod(shape) * dt.itemsize >= 1 << 62:  # beyond any budget, and beyond int64 strides
             _config.check_budget(shape, dt.itemsize)
-        shape, core = build_expand_plan(d, layout, out_shape, in_shape)
+        shape, core = build_expand_plan(d, layout, out_shape, in_shape, dt)
         plan = _Plan(
             dtype=dt,
             cast=any(a.dtype != dt for a in arrs),
@@ -433,13 +433,11 @@ def jacobian(
     if out is None:
         if plan.nbytes > _config._budget:
             _config.check_budget(plan.shape, plan.dtype.itemsize)
-        facs = plan.factors(*arrs)
-        out = np.empty(plan.shape, plan.dtype)
     else:
         check_out(out, plan.shape, plan.dtype, arrs)
-        facs = plan.factors(*arrs)
-    plan.core.run(out, facs, 0 if num_threads is None else _config.resolve_threads(num_threads))
-    return out
+    return plan.core(  # allocates when out is None
+        out, plan.factors(*arrs), 0 if num_threads is None else _config.resolve_threads(num_threads)
+    )
 
 
 def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequence[np.ndarray] = ()) -> None:
