@@ -35,7 +35,47 @@ struct Term {
     std::vector<Factor<T>> factors;
 };
 
+// Limits of one term: index variables and factors (letters a-z suffice for
+// every op; the bindings check these before calling).
+constexpr int kMaxVars = 32;
+constexpr int kMaxFactors = 8;
+
 namespace detail {
+
+// A fixed-capacity vector on the stack: the kernel's bookkeeping makes no heap
+// allocations, which matters for tiny Jacobians where call overhead dominates.
+template <class T, int N>
+class Fixed {
+public:
+    Fixed() = default;
+    Fixed(int n, T v) { resize(n, v); }
+    void push_back(T v) {
+        if (n_ == N) throw std::length_error("expand: too many index variables or factors");
+        a_[n_++] = v;
+    }
+    void resize(int n, T v) {
+        if (n > N) throw std::length_error("expand: too many index variables or factors");
+        for (int i = n_; i < n; ++i) a_[i] = v;
+        n_ = n;
+    }
+    int size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+    T& operator[](int i) { return a_[i]; }
+    const T& operator[](int i) const { return a_[i]; }
+    T& back() { return a_[n_ - 1]; }
+    T* data() { return a_; }
+    const T* data() const { return a_; }
+    T* begin() { return a_; }
+    T* end() { return a_ + n_; }
+    const T* begin() const { return a_; }
+    const T* end() const { return a_ + n_; }
+
+private:
+    T a_[N]{};
+    int n_ = 0;
+};
+
+using VarInts = Fixed<std::int64_t, kMaxVars>;
 
 // Longest innermost row whose factor product is cached in a per-thread buffer.
 constexpr std::int64_t kRowBuffer = 4096;
@@ -90,9 +130,9 @@ inline void run_inner(T* o, std::int64_t os, std::int64_t n, T s, int nf,
 // merged where every stride allows it.
 template <class T>
 struct Nest {
-    std::vector<std::int64_t> size, ostride;
-    std::vector<std::vector<std::int64_t>> fstride;  // [factor][var]
-    std::vector<const T*> fdata;
+    VarInts size, ostride;
+    Fixed<VarInts, kMaxFactors> fstride;  // [factor][var]
+    Fixed<const T*, kMaxFactors> fdata;
     std::int64_t total = 1;
 };
 
@@ -102,7 +142,9 @@ Nest<T> normalise(const Term<T>& term) {
     if (term.out_stride.size() != V) throw std::invalid_argument("expand: out_stride/size length mismatch");
     for (const auto& f : term.factors)
         if (f.stride.size() != V) throw std::invalid_argument("expand: factor stride length mismatch");
-    std::vector<std::size_t> order;
+    if (V > static_cast<std::size_t>(kMaxVars) || term.factors.size() > static_cast<std::size_t>(kMaxFactors))
+        throw std::length_error("expand: too many index variables or factors in a term");
+    Fixed<int, kMaxVars> order;
     Nest<T> nest;
     for (std::size_t v = 0; v < V; ++v) {
         if (term.size[v] < 0) throw std::invalid_argument("expand: negative variable size");
@@ -114,29 +156,29 @@ Nest<T> normalise(const Term<T>& term) {
     }
     if (nest.total == 0) return nest;
     auto mag = [](std::int64_t x) { return x < 0 ? -x : x; };
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
         return mag(term.out_stride[a]) > mag(term.out_stride[b]);
     });
-    const std::size_t F = term.factors.size();
-    nest.fstride.resize(F);
-    for (std::size_t f = 0; f < F; ++f) nest.fdata.push_back(term.factors[f].data);
-    for (std::size_t v : order) {
+    const int F = static_cast<int>(term.factors.size());
+    nest.fstride.resize(F, VarInts{});
+    for (int f = 0; f < F; ++f) nest.fdata.push_back(term.factors[f].data);
+    for (int v : order) {
         const std::int64_t sz = term.size[v];
         bool merge = !nest.size.empty();
         if (merge) {
             // outer (previous) var merges with this inner one when outer stride == size * inner stride
             merge = nest.ostride.back() == sz * term.out_stride[v];
-            for (std::size_t f = 0; merge && f < F; ++f)
+            for (int f = 0; merge && f < F; ++f)
                 merge = nest.fstride[f].back() == sz * term.factors[f].stride[v];
         }
         if (merge) {
             nest.size.back() *= sz;
             nest.ostride.back() = term.out_stride[v];
-            for (std::size_t f = 0; f < F; ++f) nest.fstride[f].back() = term.factors[f].stride[v];
+            for (int f = 0; f < F; ++f) nest.fstride[f].back() = term.factors[f].stride[v];
         } else {
             nest.size.push_back(sz);
             nest.ostride.push_back(term.out_stride[v]);
-            for (std::size_t f = 0; f < F; ++f) nest.fstride[f].push_back(term.factors[f].stride[v]);
+            for (int f = 0; f < F; ++f) nest.fstride[f].push_back(term.factors[f].stride[v]);
         }
     }
     return nest;
@@ -156,7 +198,7 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
     }
     const int last = V - 1;
     // Factors constant along the innermost variable are folded into the scalar.
-    std::vector<int> inner_f, outer_f;
+    Fixed<int, kMaxFactors> inner_f, outer_f;
     for (int f = 0; f < F; ++f) (nest.fstride[f][last] ? inner_f : outer_f).push_back(f);
     const int nin = static_cast<int>(inner_f.size());
 
@@ -176,8 +218,8 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
     for (int q = 0; q < nin && pv >= 0; ++q) panel_keeps_buf &= nest.fstride[inner_f[q]][pv] == 0;
 
     parallel_blocks(nest.total, nthreads, 1, [&](std::int64_t lo, std::int64_t hi, int) {
-        std::vector<std::int64_t> idx(V);
-        std::vector<std::int64_t> foff(F, 0);
+        VarInts idx(V, 0);
+        Fixed<std::int64_t, kMaxFactors> foff(F, 0);
         std::int64_t ooff = 0;
         std::int64_t rem = lo;
         for (int v = last; v >= 0; --v) {
@@ -186,15 +228,15 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
             ooff += idx[v] * nest.ostride[v];
             for (int f = 0; f < F; ++f) foff[f] += idx[v] * nest.fstride[f][v];
         }
-        std::vector<const T*> ip(nin);
-        std::vector<std::int64_t> is(nin), ps(F, 0);
+        Fixed<const T*, kMaxFactors> ip(nin, nullptr);
+        Fixed<std::int64_t, kMaxFactors> is(nin, 0), ps(F, 0);
         for (int q = 0; q < nin; ++q) is[q] = nest.fstride[inner_f[q]][last];
         if (pv >= 0)
             for (int f = 0; f < F; ++f) ps[f] = nest.fstride[f][pv];
         const std::int64_t os = nest.ostride[last];
         const std::int64_t pos_stride = pv >= 0 ? nest.ostride[pv] : 0;
         std::vector<T> buf(use_row ? row : 0);
-        std::vector<std::int64_t> buf_key(nin, -1);  // row-start offsets the buffer was built for
+        Fixed<std::int64_t, kMaxFactors> buf_key(nin, -1);  // row-start offsets the buffer was built for
         bool buf_valid = false;
         const std::int64_t one = 1;
         const T* bufp = buf.data();
@@ -228,7 +270,7 @@ void run_term(T* out, const Term<T>& term, int nthreads) {
                 (pv >= 0 && idx[last] == 0) ? std::min(nest.size[pv] - idx[pv], (hi - pos) / row) : 0;
             if (panel > 1) {
                 // `panel` whole rows along pv: only offsets move, nothing carries.
-                std::vector<std::int64_t>& po = foff;
+                auto& po = foff;
                 for (std::int64_t r = 0; r < panel; ++r) {
                     T s = term.coef;
                     for (int f : outer_f) s *= nest.fdata[f][po[f]];
