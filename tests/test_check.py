@@ -97,7 +97,7 @@ def test_planted_error_any_shape_any_layout(in_shape, out_shape, layout, seed):
     T = np.asarray((1 - f(x) ** 2).reshape(out_shape + (1,) * R) * A)
     assert tj.check(f, x, to_layout(T, out_shape, in_shape, layout), layout=layout).passed
     idx = tuple(int(rng.integers(s)) for s in T.shape)
-    if abs(T[idx]) < 1e-3 * np.abs(T).max():
+    if abs(T[idx]) < max(1e-3 * np.abs(T).max(), 1e-4):  # 1e-3 of it must stand above the FD noise
         return
     bad = T.copy()
     bad[idx] *= 1 + 1e-3
@@ -157,7 +157,7 @@ def test_report_fields_and_counts():
     s = str(rep)
     assert "PASSED" in s and "out index" in s
     fast = tj.check(f, x, J, mode="fast")
-    assert fast.n_evals == 1 + 3 * 6 and fast.worst == []
+    assert fast.n_evals == 1 + 2 * 6 and fast.worst == []  # two directions, six evaluations each
     vec = tj.check(lambda S: np.sin(S @ W.T), x, J, vectorized=True)
     assert vec.passed and vec.n_evals == 1 + 6 * 4
     central = tj.check(f, x, J, method="central")
@@ -174,7 +174,7 @@ def test_fast_mode_costs_o1_evaluations_for_large_inputs():
     fast = tj.check(f, x, J, mode="fast")
     full = tj.check(f, x, J, mode="full")
     assert fast.passed and full.passed
-    assert fast.n_evals == 19 and full.n_evals == 1 + 6 * n
+    assert fast.n_evals == 13 and full.n_evals == 1 + 6 * n
 
 
 def test_failure_raises_mismatch_error_with_the_table():

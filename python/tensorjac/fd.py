@@ -55,7 +55,10 @@ in a :class:`NonFiniteWarning` naming the entries.
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -117,7 +120,10 @@ def _richardson_weights(levels: int) -> tuple[np.ndarray, np.ndarray]:
     return table[-1][-1], table[-1][-2]
 
 
-def _scheme(method: str) -> Scheme:
+@functools.lru_cache(maxsize=None)
+def _scheme(method: str, levels: int = RICHARDSON_LEVELS) -> Scheme:
+    """The formula of a method (cached: treat its arrays as read-only); ``levels``
+    is the number of Richardson steps h, h/2, ... (default step eps**(1/(2 levels + 1)))."""
     one = np.array([1.0])
     if method == "forward":
         return Scheme(method, one, one, -1.0, None, 0.0, 1 / 2, 1)
@@ -128,14 +134,14 @@ def _scheme(method: str) -> Scheme:
     if method == "complex":
         return Scheme(method, one, one, 0.0, None, 0.0, 1.0, 0, imag=True)
     if method == "richardson":
-        L = RICHARDSON_LEVELS
+        L = levels
         w, w_prev = _richardson_weights(L)
         # D_l = (f(x + h_l) - f(x - h_l)) / (2 h_l) with h_l = h / 2**l, i.e. 2**(l-1) (f+ - f-) / h
         sigma = np.array([s * 0.5**l for l in range(L) for s in (1.0, -1.0)])
         per = np.array([s * 2.0 ** (l - 1) for l in range(L) for s in (1.0, -1.0)])
         c = per * np.repeat(w, 2)
         d = c - per * np.repeat(w_prev, 2)
-        return Scheme(method, sigma, c, 0.0, d, 0.0, 1 / 7, 0)
+        return Scheme(method, sigma, c, 0.0, d, 0.0, 1 / (2 * L + 1), 0)
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -261,6 +267,29 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="eval", delay=0.5)
 
 
+_SCRATCH = threading.local()
+_SCRATCH_MAX = 256 << 20
+
+
+def _scratch(key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array, reusing this thread's buffer of the same name when
+    nothing else holds it (f may keep references to its inputs: then a new one).
+
+    Fresh large allocations are page-faulted in on first touch, which on VMs
+    costs as much as writing the stack itself."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    cache: dict[str, np.ndarray] = _SCRATCH.__dict__.setdefault("buffers", {})
+    buf = cache.get(key)
+    # references: the dict, `buf`, getrefcount's argument; any more and someone else holds it
+    if buf is None or buf.nbytes < nbytes or sys.getrefcount(buf) > 3:
+        buf = np.empty(max(nbytes, 1), np.uint8)
+        if nbytes <= _SCRATCH_MAX:
+            cache[key] = buf
+        else:
+            cache.pop(key, None)
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
 def _threads(num_threads: int | None) -> int:
     return _config.resolve_threads(num_threads)
 
@@ -334,16 +363,16 @@ class Problem:
         self.close()
 
     # -- calling f ----------------------------------------------------------
-    def _output(self, y: Any, shape: tuple[int, ...] | None, context: str) -> np.ndarray:
+    def _output(self, y: Any, shape: tuple[int, ...] | None, context: Callable[[], str]) -> np.ndarray:
         try:
             a = np.asarray(y)
         except Exception as e:
-            raise TypeError(f"{self.what}: f returned something that is not an array ({context}): {e}") from None
+            raise TypeError(f"{self.what}: f returned something that is not an array ({context()}): {e}") from None
         if a.dtype.kind not in "biufc":
-            raise TypeError(f"{self.what}: f returned dtype {a.dtype} ({context}); expected numbers")
+            raise TypeError(f"{self.what}: f returned dtype {a.dtype} ({context()}); expected numbers")
         if shape is not None and a.shape != shape:
             raise ValueError(
-                f"{self.what}: f returned shape {a.shape} ({context}), but shape {shape} was expected"
+                f"{self.what}: f returned shape {a.shape} ({context()}), but shape {shape} was expected"
                 + (" (vectorized=True: f must map a stack of inputs to the stack of outputs)" if self.vectorized else "")
             )
         return a
@@ -357,26 +386,28 @@ class Problem:
             raise
         self.n_evals += 1
         if self.vectorized:
-            a = self._output(y, None, "for a stack of 1 input")
+            a = self._output(y, None, lambda: "for a stack of 1 input")
             if a.ndim == 0 or a.shape[0] != 1:
                 raise ValueError(
                     f"{self.what}: vectorized=True, but for a stack of 1 input of shape {(1,) + self.in_shape} "
                     f"f returned shape {a.shape}; it must return a stack (1, *out_shape)"
                 )
             return np.array(a[0])
-        return np.array(self._output(y, None, "at x"))
+        return np.array(self._output(y, None, lambda: "at x"))
 
     def evaluate(
         self, stack: np.ndarray, out: np.ndarray, describe: Callable[[int, int], str], need_complex: bool = False
-    ) -> None:
-        """out[r] = f(stack[r]) for every row (or per chunk for vectorized f).
+    ) -> np.ndarray:
+        """Y[r] = f(stack[r]) for every row (or per chunk for vectorized f); returns Y.
 
+        Y is ``out`` or, when one call returned the whole block as a C-contiguous
+        array of out's dtype, that array itself (saving a copy).
         ``describe(a, b)`` names the perturbations of rows [a, b) for error notes;
         ``need_complex`` (the complex step) refuses real outputs.
         """
         R = stack.shape[0]
         if R == 0:
-            return
+            return out
         if self.vectorized:
             per = self.chunk_size or R
             bounds = [(a, min(R, a + per)) for a in range(0, R, per)]
@@ -393,30 +424,34 @@ class Problem:
         else:
             results = map(self.f, tasks)
         it = iter(results)
-        for (a, b) in bounds:
+        for a, b in bounds:
             try:
                 y = next(it)
             except Exception as e:
                 _annotate(e, describe(a, b))
                 raise
             self.n_evals += b - a
-            context = describe(a, b).split(": ", 1)[-1]
+            context = lambda a=a, b=b: describe(a, b).split(": ", 1)[-1]  # noqa: E731 - only on errors
             shape = ((b - a,) + self.out_shape) if self.vectorized else self.out_shape
             ya = self._output(y, shape, context)
             if need_complex and ya.dtype.kind != "c":
                 raise TypeError(
                     f"{self.what}: method='complex' needs f to carry complex input through, but f returned "
-                    f"{ya.dtype} for a complex input ({context}); use another method"
+                    f"{ya.dtype} for a complex input ({context()}); use another method"
                 )
-            try:
-                np.copyto(out[a:b], ya.reshape(b - a, -1), casting="same_kind")
-            except TypeError:
-                raise TypeError(
-                    f"{self.what}: f returned {ya.dtype} ({context}) but {self.y0.dtype} at x; "
-                    "its output dtype must not change with the input"
-                ) from None
+            if len(bounds) == 1 and ya.dtype == out.dtype and ya.flags.c_contiguous:
+                out = ya.reshape(out.shape)
+            else:
+                try:
+                    np.copyto(out[a:b], ya.reshape(b - a, -1), casting="same_kind")
+                except TypeError:
+                    raise TypeError(
+                        f"{self.what}: f returned {ya.dtype} ({context()}) but {self.y0.dtype} at x; "
+                        "its output dtype must not change with the input"
+                    ) from None
             if self._bar is not None:
                 self._bar.update(b - a)
+        return out
 
     # -- steps --------------------------------------------------------------
     def steps(self, scheme: Scheme, step: Any, power: float | None = None) -> np.ndarray:
@@ -482,7 +517,7 @@ class Problem:
         B = self._block_entries(K, sdt.itemsize, ydt.itemsize, J.nbytes + (err.nbytes if err is not None else 0))
         xs = np.ascontiguousarray(xs, dtype=sdt)
         y0 = np.ascontiguousarray(self.y0.reshape(-1), dtype=ydt)
-        S = np.empty((B * K, N), sdt)
+        S = _scratch("stack", (B * K, N), sdt)
         Y = np.empty((B * K, M), ydt)
         self._bar = _progress_bar(self.progress, N * K + 1, self.what)
         if self._bar is not None:
@@ -493,7 +528,7 @@ class Problem:
                 rows = (n1 - n0) * K
                 s, y = S[:rows], Y[:rows]
                 _core.fd_build_stack(xs, h, scheme.sigma, n0, n1, scheme.imag, s, self.nt)
-                self.evaluate(s, y, lambda a, b, n0=n0: self._describe(scheme, h, n0, a, b), scheme.imag)
+                y = self.evaluate(s, y, lambda a, b, n0=n0: self._describe(scheme, h, n0, a, b), scheme.imag)
                 _core.fd_combine(
                     y, y0, h, scheme.c, scheme.c0, scheme.d, scheme.d0, self.eps, moff, noff,
                     n0, n1, scheme.imag, J, err, self.nt,
@@ -548,13 +583,10 @@ class Problem:
         )
 
     # -- directional derivatives (tj.check, mode="fast") ---------------------
-    def directional(
-        self, method: str, U: np.ndarray, t: float
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def directional(self, scheme: Scheme, U: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Derivatives of f along the rows of U (shape (d, N)) with step t: (d, M) values and errors.
 
         Choose t and U so that ``x + sigma * t * U`` is exact (powers of two)."""
-        scheme = _scheme(method)
         if scheme.imag and self.x.dtype.kind == "c":
             raise ValueError(f"{self.what}: method='complex' needs real x, got {self.x.dtype}")
         jdt = _real(self.dtype) if scheme.imag else self.dtype
@@ -574,7 +606,7 @@ class Problem:
             dirs = f"direction {a // K + 1}" if b - a == 1 else f"directions {a // K + 1}-{(b - 1) // K + 1}"
             return f"{self.what}: f raised while evaluating at x + t*u along random {dirs} of {D} (mode='fast')"
 
-        self.evaluate(S, Y, describe, scheme.imag)
+        Y = self.evaluate(S, Y, describe, scheme.imag)
         h = np.full(D, t)
         y0 = np.ascontiguousarray(self.y0.reshape(-1), dtype=ydt)
         moff = np.arange(M, dtype=np.int64)
