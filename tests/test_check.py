@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CASE_IDS, CASES, HOLO_CASES, LAYOUTS, make_args, op_of, ref_tensor, to_layout
+from conftest import CASE_IDS, CASES, HOLO_CASES, LAYOUTS, VIEW_KINDS, as_view, make_args, op_of, ref_tensor, to_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,6 +122,20 @@ def test_transposed_jacobian_fails():
         tj.check(lambda v: A @ v, np.ones(4), A.T)
     with pytest.raises(ValueError, match="jac has shape"):
         tj.check(lambda v: A @ v, np.ones(4), np.ones((3, 5)))
+
+
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+def test_jacobian_and_x_in_any_memory_layout(kind):
+    rng = np.random.default_rng(9)
+    W = rng.standard_normal((3, 4))
+    X = rng.standard_normal((2, 3))
+    J = np.einsum("ik,lj->ijkl", np.eye(2), W)  # d(X @ W) / dX
+    for layout in ("tensor", "vec"):
+        JL = as_view(to_layout(J, (2, 4), (2, 3), layout), kind)
+        assert tj.check(lambda Z: Z @ W, as_view(X, kind), JL, layout=layout).passed
+        bad = np.array(JL, order="C")
+        bad.reshape(-1)[5] += 1e-3
+        assert not tj.check(lambda Z: Z @ W, as_view(X, kind), as_view(bad, kind), layout=layout).passed
 
 
 def test_size_one_axes_may_differ():

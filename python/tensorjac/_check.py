@@ -1,33 +1,6 @@
 """``tj.check``: is a hand-derived Jacobian right?  Compared with finite differences.
 
-Tolerances.  Entry ``T[m, n]`` of the user's Jacobian (``analytic``) passes
-against the finite-difference value (``numeric``) when
-
-    |analytic - numeric| <= atol + rtol * |numeric| + 10 * err[m, n]
-
-where ``err`` is the finite-difference engine's per-entry error estimate (see
-``tensorjac.fd``).  With ``eps`` the unit roundoff of the coarsest dtype
-involved (x, f(x) and the given Jacobian), the defaults are
-
-* ``rtol = sqrt(eps)``: 1.5e-8 for float64, 3.5e-4 for float32;
-* ``atol = eps**(2/3) * scale``: 3.7e-11 * scale for float64, where ``scale``
-  is the largest ``|numeric|`` (in fast mode the largest ``|analytic|``), or
-  ``max|f(x)| / max(1, max|x|)`` if that is larger: the noise floor of entries
-  that are zero.
-
-Mode "fast" first compares ``J @ u`` with the directional finite difference
-along ``directions`` (default 2) random directions u, entries
-``±[0.5, 1] * max(|x|, 1) / sqrt(N)`` rounded to powers of two so that every
-input entry takes part.  That costs ``1 + directions * K`` evaluations of f
-(K = 6 for Richardson) whatever the size of x.  The screen is strict: it
-passes only if every directional value is within what a single entry at its
-allowance could explain, ``(atol + rtol * max_n |J[m, n]|) * max|u| + err``
-(err: the directional estimate, which for Richardson is conservative).
-Failing the screen only costs the full comparison, which then names the
-wrong entries, so a correct Jacobian whose entries all carry small errors
-may take the slow path.  Near the FD noise floor (entries below ~1e-8 of
-f's scale) the screen can miss an error that the full mode, comparing each
-entry with its own tolerance, would catch.
+See :func:`check` for the tolerances and the two modes.
 """
 
 from __future__ import annotations
@@ -250,11 +223,39 @@ def check(
     callable ``jac(x)`` returning it.  ``mode="full"`` compares every entry;
     ``mode="fast"`` screens with ``directions`` random directional derivatives
     (O(1) evaluations of f, directions drawn from ``seed``) and falls back to
-    the full comparison only when the screen fails.  ``rtol``/``atol``
-    default as described in the module docstring.  ``vectorized``,
+    the full comparison only when the screen fails.  ``vectorized``,
     ``num_threads`` and ``executor`` are passed to the finite-difference
     engine (see ``tj.fd.jacobian``).  Returns a :class:`CheckReport`; call
     ``.raise_if_failed()`` to turn a failure into an AssertionError.
+
+    Tolerances.  Entry ``T[m, n]`` of the user's Jacobian (``analytic``) passes
+    against the finite-difference value (``numeric``) when
+
+        |analytic - numeric| <= atol + rtol * |numeric| + 10 * err[m, n]
+
+    where ``err`` is the finite-difference engine's per-entry error estimate (see
+    ``tensorjac.fd``).  With ``eps`` the unit roundoff of the coarsest dtype
+    involved (x, f(x) and the given Jacobian), the defaults are
+
+    * ``rtol = sqrt(eps)``: 1.5e-8 for float64, 3.5e-4 for float32;
+    * ``atol = eps**(2/3) * scale``: 3.7e-11 * scale for float64, where ``scale``
+      is the largest ``|numeric|`` (in fast mode the largest ``|analytic|``), or
+      ``max|f(x)| / max(1, max|x|)`` if that is larger: the noise floor of entries
+      that are zero.
+
+    Mode "fast" first compares ``J @ u`` with the directional finite difference
+    along ``directions`` (default 2) random directions u, entries
+    ``±[0.5, 1] * max(|x|, 1) / sqrt(N)`` rounded to powers of two so that every
+    input entry takes part.  That costs ``1 + directions * K`` evaluations of f
+    (K = 6 for Richardson) whatever the size of x.  The screen is strict: it
+    passes only if every directional value is within what a single entry at its
+    allowance could explain, ``(atol + rtol * max_n |J[m, n]|) * max|u| + err``
+    (err: the directional estimate, which for Richardson is conservative).
+    Failing the screen only costs the full comparison, which then names the
+    wrong entries, so a correct Jacobian whose entries all carry small errors
+    may take the slow path.  Near the FD noise floor (entries below ~1e-8 of
+    f's scale) the screen can miss an error that the full mode, comparing each
+    entry with its own tolerance, would catch.
     """
     layout = check_layout(layout)
     if mode not in ("full", "fast"):

@@ -414,7 +414,8 @@ class Problem:
             tasks: list[np.ndarray] = [stack[a:b].reshape((b - a,) + self.in_shape) for a, b in bounds]
         else:
             bounds = [(r, r + 1) for r in range(R)]
-            tasks = [row.reshape(self.in_shape) for row in stack]
+            # fresh copies: f may keep its argument, and the stack buffer is reused
+            tasks = [row.reshape(self.in_shape).copy() for row in stack]
         results: Iterable[Any]
         if self.executor is not None:
             workers = getattr(self.executor, "_max_workers", None) or os.cpu_count() or 1
