@@ -160,3 +160,8 @@ def test_kernel_threads_bitwise_identical():
     J2, e2 = tj.fd.jacobian(f, x, num_threads=2, **kw)
     assert J1.tobytes() == J2.tobytes() and e1.tobytes() == e2.tobytes()
     np.testing.assert_allclose(np.diag(J1), np.cos(x) * W, atol=1e-11)
+
+
+def test_nan_at_x_is_flagged_even_when_unused():
+    with pytest.warns(tj.fd.NonFiniteWarning, match=r"f\(x\) itself is not finite at f\[1\]"):
+        tj.fd.jacobian(lambda v: np.array([v[0], np.nan if v[1] == 1.0 else v[1]]), np.ones(2), method="central")

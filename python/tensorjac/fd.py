@@ -332,23 +332,19 @@ class Problem:
         self.executor = executor
         self.progress = bool(progress)
         self._pool: ThreadPoolExecutor | None = None
-        if executor is None and num_threads is not None and self.nt > 1:
-            self._pool = ThreadPoolExecutor(max_workers=self.nt, thread_name_prefix="tensorjac-fd")
         self.x = input_array(x)
         self.x.flags.writeable = False
         self.in_shape: tuple[int, ...] = self.x.shape
         self.N = self.x.size
         self.n_evals = 0
         self._bar: Any = None
-        try:
-            self.y0 = self._eval_base()
-        except BaseException:
-            self.close()
-            raise
+        self.y0 = self._eval_base()
         self.out_shape: tuple[int, ...] = self.y0.shape
         self.M = self.y0.size
         self.dtype = _result_dtype(self.x.dtype, self.y0.dtype)
         self.eps = float(max(np.finfo(self.x.dtype).eps, np.finfo(self.dtype).eps))
+        if executor is None and num_threads is not None and self.nt > 1:
+            self._pool = ThreadPoolExecutor(max_workers=self.nt, thread_name_prefix="tensorjac-fd")
 
     # -- lifetime -----------------------------------------------------------
     def close(self) -> None:
@@ -392,8 +388,14 @@ class Problem:
                     f"{self.what}: vectorized=True, but for a stack of 1 input of shape {(1,) + self.in_shape} "
                     f"f returned shape {a.shape}; it must return a stack (1, *out_shape)"
                 )
-            return np.array(a[0])
-        return np.array(self._output(y, None, lambda: "at x"))
+            y0 = np.array(a[0])
+        else:
+            y0 = np.array(self._output(y, None, lambda: "at x"))
+        if not np.isfinite(y0).all():
+            bad = np.argwhere(~np.isfinite(y0.reshape(y0.shape or (1,))))
+            names = ", ".join(f"f{format_index(tuple(map(int, b)) if y0.ndim else ())}" for b in bad[:5])
+            warnings.warn(f"{self.what}: f(x) itself is not finite at {names}", NonFiniteWarning, stacklevel=4)
+        return y0
 
     def evaluate(
         self, stack: np.ndarray, out: np.ndarray, describe: Callable[[int, int], str], need_complex: bool = False
@@ -636,7 +638,7 @@ def warn_nonfinite(
         f"{what}: f returned non-finite values; {len(bad)} Jacobian entr{'y is' if len(bad) == 1 else 'ies are'} "
         f"not finite: {', '.join(names)}{more}",
         NonFiniteWarning,
-        stacklevel=3,
+        stacklevel=4,  # warn_nonfinite <- Problem.jacobian <- tj.fd.jacobian <- the caller
     )
 
 
