@@ -159,8 +159,8 @@ def test_complex128_holomorphic(method):
     J = tj.fd.jacobian(lambda Z: Z @ Z, X, method=method)
     assert J.dtype == np.complex128
     n = X.shape[0]
-    I = np.eye(n)
-    want = np.einsum("ik,lj->ijkl", I, X) + np.einsum("ik,lj->ijkl", X, I)  # d(XX)/dX
+    eye = np.eye(n)
+    want = np.einsum("ik,lj->ijkl", eye, X) + np.einsum("ik,lj->ijkl", X, eye)  # d(XX)/dX
     np.testing.assert_allclose(J, want, atol={"forward": 1e-6, "central": 1e-8, "richardson": 1e-11}[method])
 
 

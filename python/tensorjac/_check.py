@@ -360,7 +360,7 @@ def _directions(prob: Problem, n: int, seed: int | None) -> np.ndarray:
     on a 1/1024 grid: every entry takes part, the whole step stays as small as one
     entry's step (in 2-norm), and ``x + t * sigma * u`` is exact for power-of-two t."""
     if seed is None:
-        u = _unit_directions.__wrapped__(n, prob.N, int(np.random.SeedSequence().entropy % 2**63))
+        u = _unit_directions.__wrapped__(n, prob.N, int(np.random.SeedSequence().generate_state(1)[0]))
     else:
         u = _unit_directions(n, prob.N, int(seed))
     scale = np.exp2(np.round(np.log2(np.maximum(np.abs(prob.x), 1.0).astype(np.float64)))).reshape(1, -1)

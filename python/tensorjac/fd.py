@@ -137,8 +137,8 @@ def _scheme(method: str, levels: int = RICHARDSON_LEVELS) -> Scheme:
         L = levels
         w, w_prev = _richardson_weights(L)
         # D_l = (f(x + h_l) - f(x - h_l)) / (2 h_l) with h_l = h / 2**l, i.e. 2**(l-1) (f+ - f-) / h
-        sigma = np.array([s * 0.5**l for l in range(L) for s in (1.0, -1.0)])
-        per = np.array([s * 2.0 ** (l - 1) for l in range(L) for s in (1.0, -1.0)])
+        sigma = np.array([s * 0.5**lev for lev in range(L) for s in (1.0, -1.0)])
+        per = np.array([s * 2.0 ** (lev - 1) for lev in range(L) for s in (1.0, -1.0)])
         c = per * np.repeat(w, 2)
         d = c - per * np.repeat(w_prev, 2)
         return Scheme(method, sigma, c, 0.0, d, 0.0, 1 / (2 * L + 1), 0)
@@ -202,6 +202,7 @@ def input_array(x: Any, what: str = "x") -> np.ndarray:
     except Exception as e:  # ragged lists and such
         raise TypeError(f"{what} must be an array of numbers: {e}") from None
     k, size = a.dtype.kind, a.dtype.itemsize
+    dt: np.dtype
     if k in "biu":
         dt = np.dtype(np.float64)
     elif k == "f" and size <= 8:
@@ -369,7 +370,8 @@ class Problem:
         if shape is not None and a.shape != shape:
             raise ValueError(
                 f"{self.what}: f returned shape {a.shape} ({context()}), but shape {shape} was expected"
-                + (" (vectorized=True: f must map a stack of inputs to the stack of outputs)" if self.vectorized else "")
+                + (" (vectorized=True: f must map a stack of inputs to the stack of outputs)"
+                   if self.vectorized else "")
             )
         return a
 
@@ -466,7 +468,9 @@ class Problem:
         try:
             h = np.asarray(step, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(f"{self.what}: step must be None, a number or an array, got {type(step).__name__}") from None
+            raise TypeError(
+                f"{self.what}: step must be None, a number or an array, got {type(step).__name__}"
+            ) from None
         try:
             h = np.broadcast_to(h, self.in_shape)
         except ValueError:
@@ -531,7 +535,8 @@ class Problem:
                 rows = (n1 - n0) * K
                 s, y = S[:rows], Y[:rows]
                 _core.fd_build_stack(xs, h, scheme.sigma, n0, n1, scheme.imag, s, self.nt)
-                y = self.evaluate(s, y, lambda a, b, n0=n0: self._describe(scheme, h, n0, a, b), scheme.imag)
+                describe = functools.partial(self._describe, scheme, h, n0)
+                y = self.evaluate(s, y, describe, scheme.imag)
                 _core.fd_combine(
                     y, y0, h, scheme.c, scheme.c0, scheme.d, scheme.d0, self.eps, moff, noff,
                     n0, n1, scheme.imag, J, err, self.nt,
