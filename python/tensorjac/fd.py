@@ -104,6 +104,11 @@ class Scheme:
     trunc_order: int  # heuristic truncation (h / scale)**order * colmax|J|; 0 for none
     imag: bool = False
 
+    def __post_init__(self) -> None:  # shared through the cache: keep the weights read-only
+        for arr in (self.sigma, self.c, self.d):
+            if arr is not None:
+                arr.flags.writeable = False
+
     @property
     def K(self) -> int:
         return len(self.sigma)
