@@ -221,7 +221,15 @@ def result_dtype(op: Op, arrs: Sequence[np.ndarray]) -> np.dtype:
     return dt
 
 
-class _Plan(NamedTuple):
+class _Plan:
+    """A validated, cached (op, wrt, layout, shapes, dtypes): everything a call needs."""
+
+    __slots__ = ("cast", "core", "deriv", "dtype", "factors", "in_shape", "nbytes", "out_shape", "shape")
+
+    def __init__(self, **fields: Any) -> None:
+        for k, v in fields.items():
+            setattr(self, k, v)
+
     dtype: np.dtype
     cast: bool  # some argument must be converted to dtype first
     shape: tuple[int, ...]  # result shape
@@ -231,6 +239,20 @@ class _Plan(NamedTuple):
     deriv: Deriv
     out_shape: tuple[int, ...]
     in_shape: tuple[int, ...]
+
+
+# Plan-cache keys: (wrt, layout, shape0, dtype0, shape1, dtype1, ...).  Spelled
+# out per arity because this is on the per-call hot path (~0.3 us cheaper than
+# a comprehension).
+def _key_any(w: Any, l: Any, a: Sequence[np.ndarray]) -> tuple:
+    return (w, l, *[x for arr in a for x in (arr.shape, arr.dtype)])
+
+
+_KEYS: dict[int, Callable[[Any, Any, Sequence[np.ndarray]], tuple]] = {
+    1: lambda w, l, a: (w, l, a[0].shape, a[0].dtype),
+    2: lambda w, l, a: (w, l, a[0].shape, a[0].dtype, a[1].shape, a[1].dtype),
+    3: lambda w, l, a: (w, l, a[0].shape, a[0].dtype, a[1].shape, a[1].dtype, a[2].shape, a[2].dtype),
+}
 
 
 class Op:
@@ -265,6 +287,7 @@ class Op:
         self.holomorphic = holomorphic
         self.__doc__ = doc
         self._nargs = len(argnames)
+        self._keyfn = _KEYS.get(self._nargs, _key_any)
         self._plans: dict[tuple, _Plan] = {}
         self._dtypes: dict[tuple, tuple[np.dtype, tuple[int, ...]]] = {}
 
@@ -317,9 +340,8 @@ class Op:
     def deriv(self, wrt: int, shapes: Sequence[tuple[int, ...]]) -> Deriv:
         return self._deriv(wrt, *shapes)
 
-    @staticmethod
-    def _key(arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> tuple:
-        return (wrt, layout, *[(a.shape, a.dtype) for a in arrs])
+    def _key(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> tuple:
+        return self._keyfn(wrt, layout, arrs)
 
     def _plan(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> _Plan:
         """Validate once per (wrt, layout, shapes, dtypes) and cache the expand plan.
@@ -423,7 +445,7 @@ def jacobian(
     plan = None
     if type(wrt) is int and wrt >= 0:  # the common case; anything else is validated first
         try:
-            plan = op._plans.get((wrt, layout, *[(a.shape, a.dtype) for a in arrs]))
+            plan = op._plans.get(op._keyfn(wrt, layout, arrs))
         except TypeError:  # unhashable layout
             pass
     if plan is None:
