@@ -42,6 +42,11 @@ def paired(candidate: Callable[[], object], floor: Callable[[], object], repeat:
     return statistics.median(a), statistics.median(b)
 
 
+def row(*cols: object) -> None:
+    """Print one Markdown table row."""
+    print("| " + " | ".join(str(c) for c in cols) + " |")
+
+
 def machine() -> str:
     import os
 

@@ -21,12 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tensorjac as tj  # noqa: E402
-from _harness import machine, median_time, paired  # noqa: E402
+from _harness import machine, median_time, paired, row  # noqa: E402
 from cases import dense_cases, tiny_matvec  # noqa: E402
-
-
-def row(*cols: object) -> None:
-    print("| " + " | ".join(str(c) for c in cols) + " |")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tensorjac as tj  # noqa: E402
-from _harness import machine, paired  # noqa: E402
+from _harness import machine, paired, row  # noqa: E402
 from bench_fd import (  # noqa: E402
     check_case,
     numdifftools_reference,
@@ -33,10 +33,6 @@ from bench_fd import (  # noqa: E402
     scipy_reference,
     tj_reference,
 )
-
-
-def row(*cols: object) -> None:
-    print("| " + " | ".join(str(c) for c in cols) + " |")
 
 
 def main() -> None:
