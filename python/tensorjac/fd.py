@@ -255,7 +255,16 @@ def _annotate(exc: BaseException, note: str) -> None:
     """Attach context to an exception raised by f without changing its type or identity."""
     if hasattr(exc, "add_note"):
         exc.add_note(note)
-    elif exc.__cause__ is None:  # Python 3.10: chain a message instead
+        return
+    # Python 3.10: keep the note where 3.11 would (PEP 678's __notes__), and chain
+    # it as the cause so that the traceback shows it too.
+    try:
+        notes = exc.__dict__.setdefault("__notes__", [])
+        if isinstance(notes, list):
+            notes.append(note)
+    except AttributeError:  # an exception type without a __dict__
+        pass
+    if exc.__cause__ is None:
         exc.__cause__ = RuntimeError(note)
 
 
