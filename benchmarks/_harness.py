@@ -51,7 +51,6 @@ def machine() -> str:
     import os
 
     import numpy as np
-
     import tensorjac as tj
 
     cpu = platform.processor() or platform.machine()

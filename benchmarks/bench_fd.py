@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
 import tensorjac as tj
 
 # ----------------------------------------------------------------------------- cases

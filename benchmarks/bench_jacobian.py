@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import tensorjac as tj
 from cases import dense_cases, tiny_matvec
 

@@ -4,7 +4,6 @@ pytest-benchmark file and compare.py."""
 from __future__ import annotations
 
 import numpy as np
-
 import tensorjac as tj
 
 

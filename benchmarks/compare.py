@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tensorjac as tj  # noqa: E402
-from _harness import machine, median_time, paired, row  # noqa: E402
-from cases import dense_cases, tiny_matvec  # noqa: E402
+import tensorjac as tj
+from _harness import machine, median_time, paired, row
+from cases import dense_cases, tiny_matvec
 
 
 def main() -> None:

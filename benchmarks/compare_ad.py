@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tensorjac as tj  # noqa: E402
+import tensorjac as tj
 
 THREADS = 2  # the thread count for the C++ kernels
 

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tensorjac as tj  # noqa: E402
-from _harness import machine, paired, row  # noqa: E402
-from bench_fd import (  # noqa: E402
+import tensorjac as tj
+from _harness import machine, paired, row
+from bench_fd import (
     check_case,
     numdifftools_reference,
     reference_case,

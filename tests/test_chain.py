@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorjac as tj
 from conftest import LAYOUTS, VIEW_KINDS, as_view, assert_close, fd_tensor, to_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tensorjac as tj
 
 HYP = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)

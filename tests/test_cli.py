@@ -8,7 +8,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 import tensorjac as tj
 from tensorjac.__main__ import main
 
@@ -116,7 +115,7 @@ def test_check_usage_errors(user_module, capsys, args, message):
 
 
 def test_exit_status_of_the_real_command(user_module):
-    run = lambda *a: subprocess.run(  # noqa: E731
+    run = lambda *a: subprocess.run(
         [sys.executable, "-m", "tensorjac", "check", *a], capture_output=True, text=True, cwd=user_module
     )
     ok = run("tj_cli_user:f", "--shape", "4", "--jac", "tj_cli_user:jac")

@@ -6,9 +6,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ALL_OPS, CASE_IDS, CASES, DIAGONAL_OPS, LAYOUTS, make_args, op_of
-
 import tensorjac as tj
+from conftest import ALL_OPS, CASE_IDS, CASES, DIAGONAL_OPS, LAYOUTS, make_args, op_of
 
 
 def _mentions_shape(msg: str, shape: tuple) -> bool:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorjac as tj
 from conftest import CASE_IDS, CASES, LAYOUTS, VIEW_KINDS, as_view, make_args, op_of, ref_tensor, to_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tensorjac as tj
 
 METHODS = tj.fd.METHODS
 # Documented accuracy (module docstring of tensorjac.fd), as max |J - exact| / max(1, max|exact|),
@@ -108,7 +107,7 @@ def test_layouts_match_the_contract(layout):
     rng = np.random.default_rng(3)
     A = rng.standard_normal((2, 3, 4, 5))  # f: x (4, 5) -> (2, 3), a linear map with J = A
     x = rng.standard_normal((4, 5))
-    f = lambda v: np.tensordot(A, v, axes=2)  # noqa: E731
+    f = lambda v: np.tensordot(A, v, axes=2)
     J = tj.fd.jacobian(f, x, layout=layout, method="richardson")
     want = to_layout(A, (2, 3), (4, 5), layout)
     assert J.shape == want.shape
@@ -232,7 +231,7 @@ def test_any_shapes_linear_map(in_shape, out_shape, layout, seed):
     A = rng.standard_normal(out_shape + in_shape)
     x = rng.standard_normal(in_shape)
     R = len(in_shape)
-    f = lambda v: np.tensordot(A, v, axes=R) if R else A * v  # noqa: E731
+    f = lambda v: np.tensordot(A, v, axes=R) if R else A * v
     J = tj.fd.jacobian(f, x, layout=layout)
     np.testing.assert_allclose(J, to_layout(A, out_shape, in_shape, layout), rtol=1e-8, atol=1e-8)
 

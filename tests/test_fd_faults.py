@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 import tensorjac as tj
 
 
@@ -156,7 +154,7 @@ def test_kernel_threads_bitwise_identical():
     # big enough for the C++ kernels to use their OpenMP team (>= 4M elements of work)
     x = np.linspace(-2, 2, 1024)
     W = np.linspace(0.5, 1.5, 1024)
-    f = lambda S: np.sin(S) * W  # noqa: E731
+    f = lambda S: np.sin(S) * W
     kw = dict(method="richardson", vectorized=True, return_error=True, layout="vec")
     J1, e1 = tj.fd.jacobian(f, x, num_threads=1, **kw)
     J2, e2 = tj.fd.jacobian(f, x, num_threads=2, **kw)

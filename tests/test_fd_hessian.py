@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import LAYOUTS, to_layout
-
 import tensorjac as tj
+from conftest import LAYOUTS, to_layout
 
 ACCURACY = {"forward": 1e-3, "backward": 1e-3, "central": 1e-6, "richardson": 1e-9, "complex": 1e-9}
 
@@ -41,7 +40,7 @@ def test_hessian_of_matrix_input_and_layouts():
     rng = np.random.default_rng(1)
     B = rng.standard_normal((2, 3))
     X = rng.standard_normal((2, 3))
-    f = lambda Z: np.sum(B * Z**2) + np.sum(Z) ** 2  # noqa: E731
+    f = lambda Z: np.sum(B * Z**2) + np.sum(Z) ** 2
     want = np.einsum("ik,jl->ijkl", np.eye(2), np.eye(3)) * (2 * B)[:, :, None, None] + 2.0
     H = tj.fd.hessian(f, X, method="richardson")
     assert H.shape == (2, 3, 2, 3)

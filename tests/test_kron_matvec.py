@@ -6,11 +6,10 @@ from functools import reduce
 
 import numpy as np
 import pytest
+import tensorjac as tj
 from conftest import VIEW_KINDS, as_view, assert_close, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tensorjac as tj
 
 HYP = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 

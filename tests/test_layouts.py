@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorjac as tj
 from conftest import (
     CASE_IDS,
     CASES,
@@ -17,8 +18,6 @@ from conftest import (
     to_layout,
     tol,
 )
-
-import tensorjac as tj
 
 
 def test_layout_names():

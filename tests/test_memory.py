@@ -10,9 +10,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import LAYOUTS
-
 import tensorjac as tj
+from conftest import LAYOUTS
 
 GIB = 2**30
 

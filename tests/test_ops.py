@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorjac as tj
 from conftest import (
     ALL_OPS,
     CASE_IDS,
@@ -32,13 +33,10 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tensorjac as tj
-
 HYP = settings(max_examples=25, deadline=None, derandomize=True, database=None)
 
 
 def _want(name, args, wrt, layout):
-    op = op_of(name)
     out_shape = np.shape(ref_value(name, *[np.asarray(a) for a in args]))
     return to_layout(ref_tensor(name, args, wrt), out_shape, np.shape(args[wrt]), layout)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import tensorjac as tj
 
 README = Path(__file__).resolve().parent.parent / "README.md"

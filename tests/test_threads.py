@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import LAYOUTS, VIEW_KINDS, as_view, assert_close, op_of, ref_tensor, ref_value, to_layout
-
 import tensorjac as tj
+from conftest import LAYOUTS, VIEW_KINDS, as_view, assert_close, op_of, ref_tensor, ref_value, to_layout
 
 PARALLEL_GRAIN = 2**15  # Jacobians larger than this go parallel
 

@@ -8,6 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import tensorjac as tj
 from conftest import (
     CASE_IDS,
     CASES,
@@ -25,8 +26,6 @@ from conftest import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tensorjac as tj
 
 HYP = settings(max_examples=30, deadline=None, derandomize=True, database=None)
 BATCHES = [(), (3,), (2, 3)]

@@ -13,11 +13,33 @@ from ._config import (
     set_num_threads,
 )
 from ._rule import LAYOUTS, Deriv, Op, jacobian
-from ._rule import need_op as _need_op
 from .ops import (
-    CATALOGUE, abs, cos, det, dot, exp, inv, kron, log, logdet, matmul, multiply, norm,
-    outer, quadratic, relu, sandwich, sigmoid, sin, softplus, sqrt, square, sum, tanh,
-    trace, transpose,
+    CATALOGUE,
+    abs,
+    cos,
+    det,
+    dot,
+    exp,
+    inv,
+    kron,
+    log,
+    logdet,
+    matmul,
+    multiply,
+    norm,
+    outer,
+    quadratic,
+    relu,
+    sandwich,
+    sigmoid,
+    sin,
+    softplus,
+    sqrt,
+    square,
+    sum,
+    tanh,
+    trace,
+    transpose,
 )  # fmt: skip
 
 __version__ = _core.__version__

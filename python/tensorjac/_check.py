@@ -80,7 +80,7 @@ class CheckReport:
         return self.passed
 
     def __str__(self) -> str:
-        shp = lambda s: "()" if not s else "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"  # noqa: E731
+        shp = lambda s: "()" if not s else "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
         unit = "directional values" if self.mode == "fast" else "entries"
         status = "PASSED" if self.passed else "FAILED"
         lines = [
@@ -188,7 +188,7 @@ def _eps(*dts: np.dtype) -> float:
 def _read_jacobian(A: np.ndarray, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> np.ndarray:
     """The user's Jacobian as T[m..., n...]; ValueError when its shape fits no reading of the layout."""
     want, _, _ = layout_placement(layout, out_shape, in_shape)
-    squeeze = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
+    squeeze = lambda s: tuple(d for d in s if d != 1)
     if A.shape != want:
         if squeeze(A.shape) != squeeze(want):
             fits = [L for L in LAYOUTS if squeeze(layout_placement(L, out_shape, in_shape)[0]) == squeeze(A.shape)]

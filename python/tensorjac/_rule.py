@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -221,14 +222,9 @@ def result_dtype(op: Op, arrs: Sequence[np.ndarray]) -> np.dtype:
     return dt
 
 
+@dataclass(slots=True)  # slotted: attribute reads are on the per-call hot path
 class _Plan:
     """A validated, cached (op, wrt, layout, shapes, dtypes): everything a call needs."""
-
-    __slots__ = ("cast", "core", "deriv", "dtype", "factors", "in_shape", "nbytes", "out_shape", "shape")
-
-    def __init__(self, **fields: Any) -> None:
-        for k, v in fields.items():
-            setattr(self, k, v)
 
     dtype: np.dtype
     cast: bool  # some argument must be converted to dtype first

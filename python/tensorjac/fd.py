@@ -125,7 +125,7 @@ def _richardson_weights(levels: int) -> tuple[np.ndarray, np.ndarray]:
     return table[-1][-1], table[-1][-2]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scheme(method: str, levels: int = RICHARDSON_LEVELS) -> Scheme:
     """The formula of a method (cached: treat its arrays as read-only); ``levels``
     is the number of Richardson steps h, h/2, ... (default step eps**(1/(2 levels + 1)))."""
@@ -450,7 +450,7 @@ class Problem:
                 _annotate(e, describe(a, b))
                 raise
             self.n_evals += b - a
-            context = lambda a=a, b=b: describe(a, b).split(": ", 1)[-1]  # noqa: E731 - only on errors
+            context = lambda a=a, b=b: describe(a, b).split(": ", 1)[-1]
             shape = ((b - a,) + self.out_shape) if self.vectorized else self.out_shape
             ya = self._output(y, shape, context)
             if need_complex and ya.dtype.kind != "c":

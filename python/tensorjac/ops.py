@@ -339,7 +339,7 @@ def _sum_deriv(wrt: int, x: tuple) -> Deriv:
     return Deriv("", _letters(len(x)), [(1, ())])
 
 
-sum = _register(  # noqa: A001 - the numpy name is the contract
+sum = _register(
     Op("sum", ("X",), np.sum, lambda x: (), _sum_deriv, doc="X.sum() over all entries.")
 )
 
@@ -426,6 +426,6 @@ relu = _elementwise(
     "relu", lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(x.dtype),
     "max(x, 0); derivative 1 for x > 0 and 0 for x <= 0 (0 at the kink).", holomorphic=False,
 )  # fmt: skip
-abs = _elementwise(  # noqa: A001
+abs = _elementwise(
     "abs", np.abs, np.sign, "|x|; derivative sign(x), which is 0 at the kink x = 0.", holomorphic=False
 )
