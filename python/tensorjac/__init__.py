@@ -46,10 +46,10 @@ __version__ = _core.__version__
 
 
 __all__ = [
-    "CATALOGUE", "chain", "fd", "jvp", "kron_matvec", "vjp", "LAYOUTS", "Deriv", "JacobianTooLargeError", "Op", "abs", "cos", "det",
-    "dot", "exp", "get_memory_budget", "get_num_threads", "inv", "jacobian", "kron", "log",
-    "logdet", "matmul", "multiply", "norm", "outer", "quadratic", "relu", "sandwich",
-    "set_memory_budget", "set_num_threads", "sigmoid", "sin", "softplus", "sqrt", "square",
-    "sum", "tanh", "trace", "transpose",
+    "CATALOGUE", "LAYOUTS", "CheckReport", "Deriv", "JacobianMismatchError", "JacobianTooLargeError",
+    "Op", "abs", "chain", "check", "cos", "det", "dot", "exp", "fd", "get_memory_budget",
+    "get_num_threads", "inv", "jacobian", "jvp", "kron", "kron_matvec", "log", "logdet", "matmul",
+    "multiply", "norm", "outer", "quadratic", "relu", "sandwich", "set_memory_budget",
+    "set_num_threads", "sigmoid", "sin", "softplus", "sqrt", "square", "sum", "tanh", "testing",
+    "trace", "transpose", "vjp",
 ]  # fmt: skip
-__all__ += ["CheckReport", "JacobianMismatchError", "check", "testing"]
