@@ -283,7 +283,7 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
 
 
 _SCRATCH = threading.local()
-_SCRATCH_MAX = 256 << 20
+_SCRATCH_MAX = 32 << 20  # at most this much stays allocated per thread between calls
 
 
 def _scratch(key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
