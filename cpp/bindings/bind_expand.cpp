@@ -162,23 +162,6 @@ void bind_expand(py::module_& m) {
              py::arg("shape"), py::arg("nslots"), py::arg("dtype"))
         .def("__call__", &ExpandPlan::call, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0,
              "Write the Jacobian into out (or a new array when out is None) and return it.");
-    m.def(
-        "fill",
-        [](py::array out, double value, int num_threads) {
-            if (!out.writeable()) throw py::value_error("out: array is read-only");
-            dispatch(out.dtype(), "out", [&](auto tag) {
-                using T = decltype(tag);
-                T* data = static_cast<T*>(out.mutable_data());
-                const auto shape = shape_of(out);
-                const auto str = elem_strides(out);
-                const int nt = resolve_threads(num_threads);
-                i64 total = 1;
-                for (auto s : shape) total = tensorjac::checked_mul(total, s);
-                MaybeRelease release(total);
-                tensorjac::fill<T>(data, shape, str, T(value), nt);
-            });
-        },
-        py::arg("out"), py::arg("value"), py::arg("num_threads") = 0);
 }
 
 }  // namespace tjb

@@ -12,7 +12,6 @@ PYBIND11_MODULE(_core, m) {
     m.attr("__version__") = TJ_VERSION;
     m.attr("compiler") = TJ_COMPILER;
     m.attr("openmp") = tensorjac::openmp_enabled();
-    m.def("omp_max_threads", &tensorjac::default_threads, "Threads OpenMP would use (OMP_NUM_THREADS).");
     m.def("get_num_threads", [] { return tjb::default_threads(); });
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("num_threads must be a positive integer, got " + std::to_string(n));
