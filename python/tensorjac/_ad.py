@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _config, _core
-from ._rule import LAYOUTS, Deriv, Op, layout_placement, need_op
+from ._rule import LAYOUTS, Deriv, Op, _prod, layout_placement, need_op
 
 __all__ = ["chain", "jvp", "kron_jvp", "kron_matvec", "kron_vjp", "two_sided", "vjp"]
 
@@ -38,13 +38,6 @@ _call_threads: contextvars.ContextVar[int] = contextvars.ContextVar("tensorjac_a
 def call_threads() -> int:
     """Thread count for C++ kernels inside a ``Deriv.vjp`` / ``Deriv.jvp`` hook."""
     return _call_threads.get()
-
-
-def _prod(xs: Sequence[int]) -> int:
-    p = 1
-    for x in xs:
-        p *= int(x)
-    return p
 
 
 def _compute_dtype(what: str, named: Sequence[tuple[str, np.dtype]]) -> np.dtype:

@@ -124,7 +124,7 @@ class Deriv:
 def _prod(xs: Sequence[int]) -> int:
     p = 1
     for x in xs:
-        p *= x
+        p *= int(x)  # Python ints: exact, never overflowing
     return p
 
 
