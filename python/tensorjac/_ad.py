@@ -24,7 +24,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _config, _core
-from ._rule import LAYOUTS, Deriv, Op, _prod, layout_placement, need_op
+from ._layout import LAYOUTS, layout_placement
+from ._layout import prod as _prod
+from ._rule import Deriv, Op, need_op
 
 __all__ = ["chain", "jvp", "kron_jvp", "kron_matvec", "kron_vjp", "two_sided", "vjp"]
 

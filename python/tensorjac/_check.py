@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._rule import LAYOUTS, layout_placement
+from ._layout import LAYOUTS, layout_placement
 from .fd import METHODS, Problem, _annotate, _scheme, check_layout, format_index, tensor_view
 
 __all__ = ["CheckEntry", "CheckReport", "JacobianMismatchError", "check"]

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from . import _config, _core
+from ._layout import ALL_LAYOUTS, LAYOUTS, check_out, layout_placement
+from ._layout import prod as _prod
 
 _ndarray = np.ndarray
 _asarray = np.asarray
 
-LAYOUTS = ("tensor", "gradient", "numerator", "matrix", "vec")
-ALL_LAYOUTS = LAYOUTS + ("diagonal",)
 LETTERS = string.ascii_lowercase
 
 
@@ -119,48 +119,6 @@ class Deriv:
                 elif missing:
                     raise AssertionError(f"fused axis {ax!r}: sizes of {missing} are not given")
         return sizes
-
-
-def _prod(xs: Sequence[int]) -> int:
-    p = 1
-    for x in xs:
-        p *= int(x)  # Python ints: exact, never overflowing
-    return p
-
-
-def layout_placement(
-    layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]
-) -> tuple[tuple[int, ...], list[tuple[int, int]], list[tuple[int, int] | None]]:
-    """Where each axis of T[m..., n...] lands: (result shape, out places, in places).
-
-    A place is (result dimension, multiplier).  This table *is* LAYOUTS.md.
-    """
-    P, R = len(out_shape), len(in_shape)
-    if layout == "tensor":
-        return out_shape + in_shape, [(p, 1) for p in range(P)], [(P + r, 1) for r in range(R)]
-    if layout == "gradient":
-        return in_shape + out_shape, [(R + p, 1) for p in range(P)], [(r, 1) for r in range(R)]
-    if layout == "numerator":
-        return (
-            out_shape + in_shape[::-1],
-            [(p, 1) for p in range(P)],
-            [(P + R - 1 - r, 1) for r in range(R)],
-        )
-    if layout == "matrix":  # C-order flattening of each side
-        return (
-            (_prod(out_shape), _prod(in_shape)),
-            [(0, _prod(out_shape[p + 1 :])) for p in range(P)],
-            [(1, _prod(in_shape[r + 1 :])) for r in range(R)],
-        )
-    if layout == "vec":  # column-major (Fortran) vec of each side
-        return (
-            (_prod(out_shape), _prod(in_shape)),
-            [(0, _prod(out_shape[:p])) for p in range(P)],
-            [(1, _prod(in_shape[:r])) for r in range(R)],
-        )
-    if layout == "diagonal":  # only f'(x): the input axes repeat the output's
-        return out_shape, [(p, 1) for p in range(P)], [None] * R
-    raise AssertionError(layout)
 
 
 def build_expand_plan(
@@ -456,22 +414,6 @@ def jacobian(
     return plan.core(  # allocates when out is None
         out, plan.factors(*arrs), 0 if num_threads is None else _config.resolve_threads(num_threads)
     )
-
-
-def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequence[np.ndarray] = ()) -> None:
-    """``out=`` must match exactly, be writable and not overlap an input."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(
-            f"out has shape {out.shape} and dtype {out.dtype}; "
-            f"expected shape {shape} and dtype {dtype}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    for a in inputs:
-        if np.may_share_memory(out, a):
-            raise ValueError("out overlaps an input array; pass a separate output buffer")
 
 
 # The products with vectors live in tensorjac._ad; Op delegates to it.

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from . import _config, _core
-from ._rule import LAYOUTS, layout_placement
+from ._layout import LAYOUTS, layout_placement
 
 __all__ = ["METHODS", "NonFiniteWarning", "hessian", "jacobian"]
 

@@ -1,0 +1,111 @@
+"""Layouts of a Jacobian ``T[m..., n...] = dF[m...]/dX[n...]`` and ``out=`` validation.
+
+A layout is nothing but where each axis of ``T`` lands in the result: a
+result dimension and a multiplier (for the flattened layouts).  The table in
+:func:`layout_placement` *is* the layout contract documented in
+``docs/layouts.md``; every kernel writes straight into it with strides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["ALL_LAYOUTS", "LAYOUTS", "Layout", "check_layout", "check_out", "layout_placement", "prod"]
+
+LAYOUTS = ("tensor", "gradient", "numerator", "matrix", "vec")
+ALL_LAYOUTS = LAYOUTS + ("diagonal",)
+Layout = Literal["tensor", "gradient", "numerator", "matrix", "vec", "diagonal"]
+
+
+def prod(xs: Sequence[int]) -> int:
+    """Exact product of sizes (Python ints never overflow)."""
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def check_layout(layout: Any, allowed: Sequence[str] = ALL_LAYOUTS) -> str:
+    if not isinstance(layout, str) or layout not in allowed:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(allowed)}")
+    return layout
+
+
+def layout_placement(
+    layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], list[tuple[int, int]], list[tuple[int, int] | None]]:
+    """Where each axis of T[m..., n...] lands: (result shape, out places, in places).
+
+    A place is (result dimension, multiplier).
+    """
+    P, R = len(out_shape), len(in_shape)
+    if layout == "tensor":
+        return out_shape + in_shape, [(p, 1) for p in range(P)], [(P + r, 1) for r in range(R)]
+    if layout == "gradient":
+        return in_shape + out_shape, [(R + p, 1) for p in range(P)], [(r, 1) for r in range(R)]
+    if layout == "numerator":
+        return (
+            out_shape + in_shape[::-1],
+            [(p, 1) for p in range(P)],
+            [(P + R - 1 - r, 1) for r in range(R)],
+        )
+    if layout == "matrix":  # C-order flattening of each side
+        return (
+            (prod(out_shape), prod(in_shape)),
+            [(0, prod(out_shape[p + 1 :])) for p in range(P)],
+            [(1, prod(in_shape[r + 1 :])) for r in range(R)],
+        )
+    if layout == "vec":  # column-major (Fortran) vec of each side
+        return (
+            (prod(out_shape), prod(in_shape)),
+            [(0, prod(out_shape[:p])) for p in range(P)],
+            [(1, prod(in_shape[:r])) for r in range(R)],
+        )
+    if layout == "diagonal":  # only f'(x): the input axes repeat the output's
+        return out_shape, [(p, 1) for p in range(P)], [None] * R
+    raise AssertionError(layout)
+
+
+def _self_overlaps(a: np.ndarray) -> bool:
+    """True when two different indices of ``a`` address the same memory."""
+    dims = [(abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1]
+    if a.size == 0 or not dims:
+        return False
+    dims.sort()
+    reach = a.itemsize  # bytes spanned by the faster dimensions so far
+    for s, n in dims:
+        if s < reach:
+            break
+        reach = s * (n - 1) + reach
+    else:
+        return False  # every stride clears the span of the faster ones: injective
+    if a.size > 1 << 22:  # too big to enumerate; treat an interleaved layout as overlapping
+        return True
+    offsets = np.zeros(1, np.int64)
+    for s, n in zip(a.strides, a.shape):
+        offsets = (offsets[:, None] + s * np.arange(n, dtype=np.int64)[None, :]).ravel()
+    offsets.sort()
+    return bool(np.any(np.diff(offsets) < a.itemsize))
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequence[Any] = ()) -> None:
+    """``out=`` must match exactly, be writable, not overlap itself and not overlap an input."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"out has shape {out.shape} and dtype {out.dtype}; expected shape {shape} and dtype {dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if _self_overlaps(out):
+        raise ValueError(
+            f"out (shape {out.shape}, strides {out.strides}) overlaps itself: several of its entries share "
+            "memory, so a Jacobian cannot be written into it; pass an array without overlapping strides"
+        )
+    for a in inputs:
+        if isinstance(a, np.ndarray) and np.may_share_memory(out, a):
+            raise ValueError("out overlaps an input array; pass a separate output buffer")
