@@ -68,13 +68,13 @@ public:
     }
 
     // Writes the Jacobian into `out` (allocated here when None) and returns it.
-    py::array call(const py::object& out_obj, const py::sequence& factors, int num_threads) const {
+    py::array call(const py::object& out_obj, const py::sequence& factors, i64 num_threads) const {
         py::array out = out_obj.is_none() ? py::array(dtype_, shape_) : py::array(out_obj);
         run(out, factors, num_threads);
         return out;
     }
 
-    void run(py::array out, const py::sequence& factors, int num_threads) const {
+    void run(py::array out, const py::sequence& factors, i64 num_threads) const {
         if (!out.writeable()) throw py::value_error("out: array is read-only");
         if (!element_strided(out)) {
             // e.g. a packed structured field: fill a contiguous twin, then let numpy copy.

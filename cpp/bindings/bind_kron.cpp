@@ -33,7 +33,7 @@ const T* cdata(const py::array& a) {
 }
 
 // which = 0: F is B (p, q), result dA (nb, m, n); which = 1: F is A (m, n), result dB (nb, p, q).
-py::array kron_vjp(const py::array& G, const py::array& F, int which, int num_threads) {
+py::array kron_vjp(const py::array& G, const py::array& F, int which, i64 num_threads) {
     return dispatch(G.dtype(), "kron_vjp", [&](auto tag) -> py::array {
         using T = decltype(tag);
         const auto dt = py::dtype::of<T>();
@@ -58,7 +58,7 @@ py::array kron_vjp(const py::array& G, const py::array& F, int which, int num_th
     });
 }
 
-py::array kron_batched(const py::array& X, const py::array& Y, int num_threads) {
+py::array kron_batched(const py::array& X, const py::array& Y, i64 num_threads) {
     return dispatch(X.dtype(), "kron_batched", [&](auto tag) -> py::array {
         using T = decltype(tag);
         const auto dt = py::dtype::of<T>();
@@ -79,7 +79,7 @@ py::array kron_batched(const py::array& X, const py::array& Y, int num_threads) 
     });
 }
 
-py::array mul_rows(const py::array& G, const py::array& d, int num_threads) {
+py::array mul_rows(const py::array& G, const py::array& d, i64 num_threads) {
     return dispatch(G.dtype(), "mul_rows", [&](auto tag) -> py::array {
         using T = decltype(tag);
         const auto dt = py::dtype::of<T>();

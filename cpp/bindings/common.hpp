@@ -20,9 +20,13 @@ using c128 = std::complex<double>;
 
 namespace tjb {
 
-// Package-wide default thread count; 0 in a call means "use the default".
+// Package-wide default thread count (already capped); 0 in a call means "use
+// the default".  Python validates and caps num_threads before calling; the
+// kernels' team size is capped again here (any int64, even absurd, is safe).
 int& default_threads();
-inline int resolve_threads(int requested) { return requested > 0 ? requested : default_threads(); }
+inline int resolve_threads(i64 requested) {
+    return requested > 0 ? tensorjac::clamp_threads(requested) : default_threads();
+}
 
 // Calls f(T{}) with T the C++ type of dt; TypeError for anything else.
 template <class F>

@@ -12,11 +12,17 @@ PYBIND11_MODULE(_core, m) {
     m.attr("__version__") = TJ_VERSION;
     m.attr("compiler") = TJ_COMPILER;
     m.attr("openmp") = tensorjac::openmp_enabled();
+    m.def("thread_cap", &tensorjac::thread_cap,
+          "Largest team a kernel uses: the CPUs available to the process (affinity mask), "
+          "limited by OMP_THREAD_LIMIT; 1 without OpenMP.");
     m.def("get_num_threads", [] { return tjb::default_threads(); });
-    m.def("set_num_threads", [](int n) {
-        if (n < 1) throw py::value_error("num_threads must be a positive integer, got " + std::to_string(n));
-        tjb::default_threads() = n;
-    });
+    m.def(
+        "set_num_threads",
+        [](i64 n) {
+            if (n < 1) throw py::value_error("num_threads must be a positive integer, got " + std::to_string(n));
+            tjb::default_threads() = tensorjac::clamp_threads(n);
+        },
+        py::arg("n"));
     tjb::bind_expand(m);
     tjb::bind_kron(m);
     tjb::bind_fd(m);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 
 from . import _core
@@ -22,31 +23,92 @@ class JacobianTooLargeError(MemoryError):
     """A dense result would exceed the memory budget; nothing was allocated."""
 
 
-def set_num_threads(n: int) -> None:
-    """Set the default number of OpenMP threads used by tensorjac kernels.
+# The largest team a kernel uses: the CPUs available to this process (its
+# affinity mask, as len(os.sched_getaffinity(0)); else the online CPUs), further
+# limited by OMP_THREAD_LIMIT; 1 when the extension was built without OpenMP.
+_THREAD_CAP: int = _core.thread_cap()
 
-    The initial default is OpenMP's own (it honours ``OMP_NUM_THREADS``).
-    Every kernel also takes ``num_threads=`` per call.
+
+def _check_threads(n: object) -> int:
+    """A valid ``num_threads`` (any positive int, however large), capped at ``_THREAD_CAP``."""
+    if isinstance(n, bool) or not hasattr(type(n), "__index__"):
+        raise TypeError(f"num_threads must be a positive int, got {type(n).__name__} {n!r}")
+    value = operator.index(n)  # type: ignore[arg-type]
+    if value < 1:
+        raise ValueError(f"num_threads must be a positive int, got {value}")
+    return min(value, _THREAD_CAP)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the default number of threads of tensorjac's C++ kernels.
+
+    Parameters
+    ----------
+    n : int
+        Any positive integer.  Counts above the number of CPUs available to
+        the process (its affinity mask, ``len(os.sched_getaffinity(0))``, or
+        ``os.cpu_count()`` where there is none; also ``OMP_THREAD_LIMIT`` if
+        set) are capped at that number: more threads than cores only slow
+        these memory-bound kernels down.  Without OpenMP the cap is 1.
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an integer (``bool`` and ``float`` included).
+    ValueError
+        If `n` is zero or negative.
+
+    Notes
+    -----
+    The initial default is OpenMP's (it honours ``OMP_NUM_THREADS``), capped
+    the same way.  Every kernel also takes ``num_threads=`` per call, validated
+    and capped alike.  In a process forked after kernels ran multi-threaded,
+    kernels run on one thread (OpenMP's thread pool does not survive fork).
+
+    Examples
+    --------
+    >>> import tensorjac as tj
+    >>> old = tj.get_num_threads()
+    >>> tj.set_num_threads(1)
+    >>> tj.get_num_threads()
+    1
+    >>> tj.set_num_threads(10**9)  # capped at the available CPUs
+    >>> tj.get_num_threads() <= (os.cpu_count() or 1)
+    True
+    >>> tj.set_num_threads(0)
+    Traceback (most recent call last):
+        ...
+    ValueError: num_threads must be a positive int, got 0
+    >>> tj.set_num_threads(old)
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(_check_threads(n))
 
 
 def get_num_threads() -> int:
-    """The default number of threads tensorjac kernels use."""
+    """The number of threads tensorjac kernels use by default.
+
+    This is the effective team size: the value set with
+    :func:`set_num_threads` (or ``OMP_NUM_THREADS``) after capping at the
+    available CPUs, and 1 in a forked child process (see
+    :func:`set_num_threads`).
+
+    Examples
+    --------
+    >>> import tensorjac as tj
+    >>> 1 <= tj.get_num_threads() <= (os.cpu_count() or 1)
+    True
+    """
     return _core.get_num_threads()
 
 
 def resolve_threads(num_threads: int | None) -> int:
-    """0 means "the package default" to the C++ side."""
+    """A call's ``num_threads`` for the C++ side: 0 means "the package default".
+
+    Validated like :func:`set_num_threads` and capped, so the value always fits a C int.
+    """
     if num_threads is None:
         return 0
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    return num_threads
+    return _check_threads(num_threads)
 
 
 def _physical_memory() -> int:

@@ -6,8 +6,12 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__linux__)
+#include <sched.h>
 #endif
 
 namespace tensorjac {
@@ -24,13 +28,65 @@ inline bool openmp_enabled() {
 #endif
 }
 
-// Threads OpenMP would use by default (honours OMP_NUM_THREADS).
+// CPUs this process may run on: its affinity mask where the OS has one, else
+// the number of online CPUs.  At least 1.
+inline int available_cpus() {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+#ifdef _OPENMP
+    const int procs = omp_get_num_procs();
+    if (procs > 0) return procs;
+#endif
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc > 0 ? static_cast<int>(hc < (1u << 20) ? hc : (1u << 20)) : 1;
+}
+
+// The largest team any kernel uses: the CPUs available to the process when it
+// first asked (more threads than cores only slow memory-bound kernels down,
+// and absurd counts crash OpenMP runtimes), further limited by OMP_THREAD_LIMIT.
+// 1 without OpenMP: kernels then always run on the calling thread.
+inline int thread_cap() {
+    static const int cap = [] {
+#ifdef _OPENMP
+        int c = available_cpus();
+        const int limit = omp_get_thread_limit();
+        if (limit > 0 && limit < c) c = limit;
+        return c < 1 ? 1 : c;
+#else
+        return 1;
+#endif
+    }();
+    return cap;
+}
+
+// Any requested count (<= 0 means 1) as a team size in [1, thread_cap()].
+inline int clamp_threads(std::int64_t requested) {
+    if (requested < 1) return 1;
+    const int cap = thread_cap();
+    return requested > cap ? cap : static_cast<int>(requested);
+}
+
+// Threads OpenMP would use by default (honours OMP_NUM_THREADS), capped.
 inline int default_threads() {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return clamp_threads(omp_get_max_threads());
 #else
     return 1;
 #endif
+}
+
+// Bounds of block `tid` of `cnt` over [0, n): n * tid / cnt without the
+// overflow of n * tid (n = q * cnt + r; r * tid < cnt * cnt fits).
+inline void block_bounds(std::int64_t n, int tid, int cnt, std::int64_t& lo, std::int64_t& hi) {
+    const std::int64_t q = n / cnt, r = n % cnt;
+    lo = q * tid + r * tid / cnt;
+    hi = q * (tid + 1) + r * (tid + 1) / cnt;
 }
 
 inline std::int64_t checked_mul(std::int64_t a, std::int64_t b) {
@@ -51,12 +107,13 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b) {
 // statically assigned block per thread.  The split depends only on n and the
 // thread count, and each index is handled exactly once, so kernels whose
 // per-index work has no cross-index reduction are bitwise reproducible for
-// any thread count.  Exceptions thrown by body never escape the parallel
-// region: the first one is captured and rethrown on the calling thread.
+// any thread count.  The team has at most min(nthreads, thread_cap(), n)
+// threads.  Exceptions thrown by body never escape the parallel region: the
+// first one is captured and rethrown on the calling thread.
 template <class Body>
 void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, Body&& body) {
     if (n <= 0) return;
-    int nt = nthreads < 1 ? 1 : nthreads;
+    int nt = clamp_threads(nthreads);
     if (nt > n) nt = static_cast<int>(n);
     const std::int64_t per = work_per_index > 0 ? work_per_index : 1;
     const bool small = n < (kParallelGrain + per - 1) / per;
@@ -71,8 +128,8 @@ void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, 
     {
         const int tid = omp_get_thread_num();
         const int cnt = omp_get_num_threads();
-        const std::int64_t lo = n * tid / cnt;
-        const std::int64_t hi = n * (tid + 1) / cnt;
+        std::int64_t lo, hi;
+        block_bounds(n, tid, cnt, lo, hi);
         try {
             if (lo < hi) body(lo, hi, tid);
         } catch (...) {
