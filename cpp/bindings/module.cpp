@@ -15,7 +15,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("thread_cap", &tensorjac::thread_cap,
           "Largest team a kernel uses: the CPUs available to the process (affinity mask), "
           "limited by OMP_THREAD_LIMIT; 1 without OpenMP.");
-    m.def("get_num_threads", [] { return tjb::default_threads(); });
+    // The effective default: 1 in a forked child, where kernels run serially.
+    m.def("get_num_threads", [] { return tensorjac::in_forked_child() ? 1 : tjb::default_threads(); });
     m.def(
         "set_num_threads",
         [](i64 n) {

@@ -1,6 +1,7 @@
 // Threading and checked-arithmetic helpers shared by all kernels.
 // Header-only, no Python headers.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -9,6 +10,10 @@
 #include <thread>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define TJ_HAVE_PTHREAD_ATFORK 1
 #endif
 #if defined(__linux__)
 #include <sched.h>
@@ -81,6 +86,38 @@ inline int default_threads() {
 #endif
 }
 
+// ----------------------------------------------------------------------------- fork safety
+
+// GNU libgomp keeps its worker threads in a pool that fork() does not copy: a
+// forked child that starts a team waits forever for threads that do not exist.
+// So just before the first team starts, a pthread_atfork child handler is
+// registered that marks every later child (and, by inheritance, its
+// descendants) as forked, and parallel_blocks runs serially there.  A process
+// forked before any team started keeps its threads.
+namespace detail {
+inline std::atomic<bool>& forked_flag() {
+    static std::atomic<bool> forked{false};
+    return forked;
+}
+#ifdef TJ_HAVE_PTHREAD_ATFORK
+extern "C" inline void tj_mark_forked_child() { forked_flag().store(true, std::memory_order_relaxed); }
+#endif
+}  // namespace detail
+
+// Registers the fork handler (once); parallel_blocks calls it before starting a team.
+inline void arm_fork_guard() {
+#ifdef TJ_HAVE_PTHREAD_ATFORK
+    static const bool armed = [] {
+        detail::forked_flag();  // constructed before any fork
+        return pthread_atfork(nullptr, nullptr, &detail::tj_mark_forked_child) == 0;
+    }();
+    (void)armed;
+#endif
+}
+
+// True in a process forked after this one (or an ancestor) started a team.
+inline bool in_forked_child() { return detail::forked_flag().load(std::memory_order_relaxed); }
+
 // Bounds of block `tid` of `cnt` over [0, n): n * tid / cnt without the
 // overflow of n * tid (n = q * cnt + r; r * tid < cnt * cnt fits).
 inline void block_bounds(std::int64_t n, int tid, int cnt, std::int64_t& lo, std::int64_t& hi) {
@@ -108,7 +145,7 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b) {
 // thread count, and each index is handled exactly once, so kernels whose
 // per-index work has no cross-index reduction are bitwise reproducible for
 // any thread count.  The team has at most min(nthreads, thread_cap(), n)
-// threads.  Exceptions thrown by body never escape the parallel region: the
+// threads; in a forked child (see in_forked_child) it is 1.  Exceptions thrown by body never escape the parallel region: the
 // first one is captured and rethrown on the calling thread.
 template <class Body>
 void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, Body&& body) {
@@ -117,11 +154,12 @@ void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, 
     if (nt > n) nt = static_cast<int>(n);
     const std::int64_t per = work_per_index > 0 ? work_per_index : 1;
     const bool small = n < (kParallelGrain + per - 1) / per;
-    if (nt == 1 || small) {
+    if (nt == 1 || small || in_forked_child()) {
         body(std::int64_t(0), n, 0);
         return;
     }
 #ifdef _OPENMP
+    arm_fork_guard();
     std::exception_ptr error = nullptr;
     std::mutex error_mutex;
 #pragma omp parallel num_threads(nt)
