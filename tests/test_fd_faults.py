@@ -96,13 +96,27 @@ def test_nan_is_flagged_and_kept():
 
 
 def test_nan_warning_names_entries_in_any_layout():
-    def f(v):
-        return np.where(v > 0.99, np.inf, v)  # the + step of x[1] gives inf in f[1]
+    def f(v):  # every perturbation of x[1] gives inf in f[1]: no stencil avoids it
+        return np.where(v != 0.5, np.inf, v) if v[1] != 0.5 else v
 
-    x = np.array([0.0, 0.99 - 1e-9, 0.0])
+    x = np.array([0.0, 0.5, 0.0])
     with pytest.warns(tj.fd.NonFiniteWarning, match=r"d f\[1\] / d x\[1\]"):
         J = tj.fd.jacobian(f, x, layout="gradient")
     assert not np.isfinite(J[1, 1])
+
+
+def test_domain_end_switches_to_one_sided():
+    """f(x) is finite but the default stencil crosses x = 0.99 where f becomes inf:
+    the entry is redone one-sided (backward), and the result is exact (f is linear)."""
+    def f(v):
+        return np.where(v > 0.99, np.inf, v)
+
+    x = np.array([0.0, 0.99 - 1e-9, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("central", "richardson", "forward"):
+            J = tj.fd.jacobian(f, x, layout="gradient", method=method)
+            np.testing.assert_allclose(J, np.eye(3), atol=1e-9)
 
 
 def test_no_warning_for_finite_results():
