@@ -6,7 +6,9 @@ See :func:`check` for the tolerances and the two modes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import heapq
+import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +16,21 @@ from typing import Any
 import numpy as np
 
 from ._layout import LAYOUTS, layout_placement
-from .fd import METHODS, Problem, _annotate, _scheme, check_layout, format_index, tensor_view
+from .fd import (
+    METHODS,
+    NonFiniteWarning,
+    Partial,
+    Problem,
+    _annotate,
+    _argname,
+    _scheme,
+    check_layout,
+    format_index,
+    resolve_wrt,
+    tensor_view,
+)
 
-__all__ = ["CheckEntry", "CheckReport", "JacobianMismatchError", "check"]
+__all__ = ["CheckEntry", "CheckReport", "CheckReports", "JacobianMismatchError", "check"]
 
 ERR_FACTOR = 10.0  # safety factor on the FD error estimate
 # The screen may be strict: failing it only costs the full comparison.  Its
@@ -177,6 +191,29 @@ def _scalar(v: Any) -> float | complex:
     return complex(v) if isinstance(v, complex) else float(v)
 
 
+class CheckReports(tuple):  # type: ignore[type-arg]
+    """The reports of ``tj.check(..., wrt=(i, j, ...))``, one per argument.
+
+    True only when every check passed (a plain tuple would always be true).
+    """
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def raise_if_failed(self) -> CheckReports:
+        """Raise :class:`JacobianMismatchError` for the first failed report."""
+        for r in self:
+            r.raise_if_failed()
+        return self
+
+    def __str__(self) -> str:
+        return "\n\n".join(str(r) for r in self)
+
+
 def _eps(*dts: np.dtype) -> float:
     e = np.finfo(np.float64).eps
     for dt in dts:
@@ -186,7 +223,7 @@ def _eps(*dts: np.dtype) -> float:
 
 
 def _read_jacobian(A: np.ndarray, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> np.ndarray:
-    """The user's Jacobian as T[m..., n...]; ValueError when its shape fits no reading of the layout."""
+    """The user's Jacobian reshaped to the layout's shape; ValueError when its shape fits no reading of it."""
     want, _, _ = layout_placement(layout, out_shape, in_shape)
     squeeze = lambda s: tuple(d for d in s if d != 1)
     if A.shape != want:
@@ -198,17 +235,18 @@ def _read_jacobian(A: np.ndarray, layout: str, out_shape: tuple[int, ...], in_sh
                 f"{layout!r} layout has shape {want}{hint}"
             )
         A = A.reshape(want)  # only size-1 axes differ: the same entries in the same order
-    return tensor_view(A, layout, out_shape, in_shape)
+    return A
 
 
 def check(
     f: Callable[..., Any],
-    x: Any,
-    jac: Any,
-    *,
+    *args: Any,
+    jac: Any = None,
+    wrt: int | str | Sequence[int | str] = 0,
     layout: str = "tensor",
     mode: str = "full",
     method: str = "richardson",
+    step: Any = None,
     rtol: float | None = None,
     atol: float | None = None,
     vectorized: bool = False,
@@ -216,47 +254,109 @@ def check(
     executor: Executor | None = None,
     seed: int | None = 0,
     directions: int = 2,
-) -> CheckReport:
-    """Compare a Jacobian with finite differences of ``f`` at ``x``.
+    progress: bool = False,
+) -> Any:
+    """Compare a Jacobian with finite differences of ``f``.
 
-    ``jac`` is the Jacobian in ``layout`` (see LAYOUTS.md), as an array or a
-    callable ``jac(x)`` returning it.  ``mode="full"`` compares every entry;
-    ``mode="fast"`` screens with ``directions`` random directional derivatives
-    (O(1) evaluations of f, directions drawn from ``seed``) and falls back to
-    the full comparison only when the screen fails.  ``vectorized``,
-    ``num_threads`` and ``executor`` are passed to the finite-difference
-    engine (see ``tj.fd.jacobian``).  Returns a :class:`CheckReport`; call
-    ``.raise_if_failed()`` to turn a failure into an AssertionError.
+    Call it as ``check(f, x, jac)`` or, for a function of several arguments,
+    ``check(f, *args, jac)``: the last positional argument is the Jacobian
+    under test (or pass it as ``jac=`` and every positional argument is an
+    argument of f).  ``wrt`` (an index or an argument name) says which argument
+    it is the Jacobian in; the others are held constant.  With a tuple ``wrt``,
+    ``jac`` is a tuple of Jacobians and the result a :class:`CheckReports`
+    (true only when every check passed).
 
-    Tolerances.  Entry ``T[m, n]`` of the user's Jacobian (``analytic``) passes
-    against the finite-difference value (``numeric``) when
+    Parameters
+    ----------
+    f : callable
+        The function ``f(*args)``.
+    *args : array_like
+        The point, then the Jacobian (unless ``jac=`` is given).
+    jac : array_like or callable, optional
+        The Jacobian in ``layout`` (see LAYOUTS.md), as an array or a callable
+        ``jac(*args)`` returning it.
+    wrt : int, str or tuple of them
+        The argument(s) the Jacobian is taken in.
+    layout : str
+        The layout of ``jac``.
+    mode : {"full", "fast"}
+        "full" compares every entry; "fast" screens with ``directions`` random
+        directional derivatives (O(1) evaluations of f, directions drawn from
+        ``seed``) and falls back to the full comparison only when the screen fails.
+    method : str
+        The finite-difference method (see ``tensorjac.fd``); forward, backward
+        and central differences add stencil points for an empirical error estimate.
+    step : None, float or array_like
+        As for ``tj.fd.jacobian``.
+    rtol, atol : float, optional
+        Tolerances (defaults below).
+    vectorized, num_threads, executor, progress
+        Passed to the finite-difference engine (see ``tj.fd.jacobian``);
+        ``progress`` shows a tqdm bar in full mode.
 
-        |analytic - numeric| <= atol + rtol * |numeric| + 10 * err[m, n]
+    Returns
+    -------
+    CheckReport (or CheckReports); call ``.raise_if_failed()`` to turn a
+    failure into an AssertionError.
+
+    Notes
+    -----
+    Entry ``T[m, n]`` of the user's Jacobian (``analytic``) passes against the
+    finite-difference value (``numeric``) when
+
+        |analytic - numeric| <= atol[n] + rtol * |numeric| + 10 * err[m, n]
 
     where ``err`` is the finite-difference engine's per-entry error estimate (see
     ``tensorjac.fd``).  With ``eps`` the unit roundoff of the coarsest dtype
     involved (x, f(x) and the given Jacobian), the defaults are
 
     * ``rtol = sqrt(eps)``: 1.5e-8 for float64, 3.5e-4 for float32;
-    * ``atol = eps**(2/3) * scale``: 3.7e-11 * scale for float64, where ``scale``
-      is the largest ``|numeric|`` (in fast mode the largest ``|analytic|``), or
-      ``max|f(x)| / max(1, max|x|)`` if that is larger: the noise floor of entries
-      that are zero.
+    * ``atol[n] = eps**(2/3) * scale[n]`` (3.7e-11 * scale for float64), the noise
+      floor of entries that are zero, where ``scale[n]`` is the size of the
+      problem seen from input entry n: the largest of ``max|jac|``, ``max_m
+      |numeric[m, n]|``, the secant slopes ``|f(x + s e_n) - f(x)| / |s|`` over
+      the stencil, and ``max|f|`` over the stencil (and at x) divided by
+      ``max(1, max|x|)``.  So a correct Jacobian passes where f(x) = 0 (a
+      least-squares residual at its solution) and at tiny or subnormal x.
+      ``report.atol`` is the largest ``atol[n]``.
+
+    Memory: the full mode compares block by block, holding the report's
+    float32 ``error_ratio`` (half a float64 Jacobian) and finite-difference
+    blocks of at most the size of the Jacobian.
 
     Mode "fast" first compares ``J @ u`` with the directional finite difference
     along ``directions`` (default 2) random directions u, entries
-    ``±[0.5, 1] * max(|x|, 1) / sqrt(N)`` rounded to powers of two so that every
-    input entry takes part.  That costs ``1 + directions * K`` evaluations of f
-    (K = 6 for Richardson) whatever the size of x.  The screen is strict: it
-    passes only if every directional value is within what a single entry at its
-    allowance could explain, ``(atol + rtol * max_n |J[m, n]|) * max|u| + err``
-    (err: the directional estimate, which for Richardson is conservative).
-    Failing the screen only costs the full comparison, which then names the
-    wrong entries, so a correct Jacobian whose entries all carry small errors
-    may take the slow path.  Near the FD noise floor (entries below ~1e-8 of
-    f's scale) the screen can miss an error that the full mode, comparing each
-    entry with its own tolerance, would catch.
+    ``±[0.5, 1] * s / sqrt(N)`` (s the step scale of ``tensorjac.fd``) rounded
+    to powers of two so that every input entry takes part.  That costs
+    ``1 + directions * K`` evaluations of f whatever the size of x.  The screen
+    is strict: it passes only if every directional value is within what a single
+    entry at its allowance could explain, ``(atol + rtol * max_n |J[m, n]|) *
+    max|u| + err``.  Failing the screen only costs the full comparison, which
+    then names the wrong entries.  Near the FD noise floor (entries below ~1e-8
+    of f's scale) the screen can miss an error that the full mode would catch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorjac as tj
+    >>> W = np.array([[1.0, 2.0], [0.5, -1.0]])
+    >>> x = np.array([0.3, -0.2])
+    >>> J = (1 - np.tanh(W @ x) ** 2)[:, None] * W
+    >>> tj.check(lambda v: np.tanh(W @ v), x, J).passed
+    True
+    >>> tj.check(lambda W, v: np.tanh(W @ v), W, x, J, wrt="v").passed
+    True
+    >>> bad = J.copy(); bad[1, 0] *= 1.001
+    >>> rep = tj.check(lambda v: np.tanh(W @ v), x, bad)
+    >>> rep.passed, rep.n_failed, rep.worst[0].in_index
+    (False, 1, (0,))
     """
+    if jac is None:
+        if len(args) < 2:
+            raise TypeError("tj.check: pass f, its argument(s) and the Jacobian: check(f, x, jac)")
+        args, jac = args[:-1], args[-1]
+    elif not args:
+        raise TypeError("tj.check: pass f and its argument(s): check(f, x, jac=...)")
     layout = check_layout(layout)
     if mode not in ("full", "fast"):
         raise ValueError(f"tj.check: mode must be 'full' or 'fast', got {mode!r}")
@@ -267,84 +367,158 @@ def check(
             raise ValueError(f"tj.check: {name} must be a finite number >= 0 or None, got {v!r}")
     if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
         raise ValueError(f"tj.check: directions must be a positive int, got {directions!r}")
-    with Problem(
-        f, x, vectorized=vectorized, num_threads=num_threads, executor=executor, what="tj.check"
-    ) as prob:
-        if callable(jac):
-            try:
-                jac = jac(prob.x.copy())
-            except Exception as e:
-                _annotate(e, "tj.check: raised by the jac callable under test")
-                raise
-        A = np.asarray(jac)
-        if A.dtype.kind not in "biufc":
-            raise TypeError(f"tj.check: jac has dtype {A.dtype}; expected a numeric array")
-        A_t = _read_jacobian(A, layout, prob.out_shape, prob.in_shape)
-        eps = _eps(prob.x.dtype, prob.y0.dtype, A.dtype)
-        rtol_ = float(np.sqrt(eps)) if rtol is None else float(rtol)
-        y_scale = float(np.max(np.abs(prob.y0), initial=0.0)) / max(1.0, float(np.max(np.abs(prob.x), initial=0.0)))
-        common = dict(method=method, layout=layout, out_shape=prob.out_shape, in_shape=prob.in_shape,
-                      rtol=rtol_, err_factor=ERR_FACTOR)
-        if mode == "fast":
-            report = _fast(prob, A_t, method, rtol_, atol, eps, y_scale, seed, directions, common)
-            if report is not None:
-                return report
-        return _full(prob, A_t, method, rtol_, atol, eps, y_scale, "full" if mode == "full" else "fast->full", common)
+    positions, many = resolve_wrt(f, len(args), wrt, "tj.check")
+    if many:
+        if not isinstance(jac, (tuple, list)) or len(jac) != len(positions):
+            raise ValueError(f"tj.check: wrt={wrt!r} needs a tuple of {len(positions)} Jacobians as jac")
+        jacs = list(jac)
+    else:
+        jacs = [jac]
+    reports = []
+    for pos, J in zip(positions, jacs):
+        g = f if len(args) == 1 else Partial(f, args, pos)
+        with Problem(g, args[pos], vectorized=vectorized, num_threads=num_threads, executor=executor,
+                     progress=progress and mode == "full", what="tj.check",
+                     argname=_argname(f, pos, len(args))) as prob:
+            if callable(J):
+                try:
+                    J = J(*[np.array(a, copy=True) for a in args]) if len(args) > 1 else J(prob.x.copy())
+                except Exception as e:
+                    _annotate(e, "tj.check: raised by the jac callable under test")
+                    raise
+            reports.append(_check1(prob, np.asarray(J), layout, mode, method, step, rtol, atol, seed, directions))
+    return CheckReports(reports) if many else reports[0]
 
 
-def _full(prob: Problem, A_t: np.ndarray, method: str, rtol: float, atol: float | None, eps: float,
-          y_scale: float, mode: str, common: dict) -> CheckReport:
-    N_t, err = prob.jacobian(method, None, "tensor", True)
-    assert err is not None
-    ctype = np.result_type(A_t.dtype, N_t.dtype, np.float64)
-    A = A_t.astype(ctype)
-    Nm = N_t.astype(ctype)
-    absN = np.abs(Nm)
-    scale = max(float(np.max(absN, initial=0.0, where=np.isfinite(absN))), y_scale)
-    atol_ = eps ** (2 / 3) * scale if atol is None else float(atol)
-    diff = np.abs(A - Nm)
-    tol = atol_ + rtol * absN + ERR_FACTOR * err
-    ok = (diff <= tol) & np.isfinite(A) & np.isfinite(Nm)  # non-finite entries fail
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(diff == 0, 0.0, diff / tol)
-        ratio = np.where(ok | np.isfinite(diff), ratio, np.inf)
-        ratio = np.where(np.isnan(ratio), np.inf, ratio)
-        denom = np.maximum(np.abs(A), absN)
-        rel = np.where(denom > 0, diff / np.where(denom > 0, denom, 1.0), np.where(diff > 0, np.inf, 0.0))
-    n_failed = int(ok.size - np.count_nonzero(ok))
-    worst = _worst(ratio, A, Nm, diff, rel, tol, ok, prob.out_shape)
+def _check1(prob: Problem, A: np.ndarray, layout: str, mode: str, method: str, step: Any, rtol: float | None,
+            atol: float | None, seed: int | None, directions: int) -> CheckReport:
+    if A.dtype.kind not in "biufc":
+        raise TypeError(f"tj.check: jac has dtype {A.dtype}; expected a numeric array")
+    A = _read_jacobian(A, layout, prob.out_shape, prob.in_shape)
+    eps = _eps(prob.x.dtype, prob.y0.dtype, A.dtype)
+    rtol_ = float(np.sqrt(eps)) if rtol is None else float(rtol)
+    absA_max = 0.0
+    A_t = tensor_view(A, layout, prob.out_shape, prob.in_shape)
+    step_n = max(1, (1 << 16) // max(prob.M, 1))
+    for n0 in range(0, prob.N if prob.M else 0, step_n):  # in pieces: no temporary of the Jacobian's size
+        piece = np.abs(_gather(A_t, prob, n0, min(prob.N, n0 + step_n)))
+        absA_max = max(absA_max, float(np.max(piece, initial=0.0, where=np.isfinite(piece))))
+    xmax = max(1.0, float(np.max(np.abs(prob.x), initial=0.0)))
+    y_scale = float(np.max(np.abs(prob.y0), initial=0.0, where=np.isfinite(prob.y0))) / xmax
+    base_scale = max(absA_max, y_scale)
+    common = dict(method=method, layout=layout, out_shape=prob.out_shape, in_shape=prob.in_shape,
+                  rtol=rtol_, err_factor=ERR_FACTOR)
+    if mode == "fast":
+        report = _fast(prob, A, layout, method, rtol_, atol, eps, base_scale, xmax, seed, directions, common)
+        if report is not None:
+            return report
+    return _full(prob, A, layout, method, step, rtol_, atol, eps, base_scale, xmax,
+                 "full" if mode == "full" else "fast->full", common)
+
+
+def _gather(A_t: np.ndarray, prob: Problem, n0: int, n1: int) -> np.ndarray:
+    """Columns [n0, n1) (flat C order over x) of T[m..., n...] as an (M, n1 - n0) array, for any strides."""
+    if not prob.in_shape:
+        return np.asarray(A_t).reshape(prob.M, 1)
+    idx = np.unravel_index(np.arange(n0, n1), prob.in_shape)
+    return A_t[(Ellipsis, *idx)].reshape(prob.M, n1 - n0)
+
+
+def _full(prob: Problem, A: np.ndarray, layout: str, method: str, step: Any, rtol: float, atol: float | None,
+          eps: float, base_scale: float, xmax: float, mode: str, common: dict) -> CheckReport:
+    scheme = _scheme(method, True)
+    jdt, _, _ = prob._types(scheme)
+    M, N = prob.M, prob.N
+    ratio = np.zeros((M, N), np.float32)
+    h = prob.steps(scheme, step)
+    prob._check_steps(scheme, h)
+    # The Jacobian's own size bounds the scratch: FD blocks (values, errors) and the comparison's temporaries.
+    jbytes = M * N * jdt.itemsize
+    B = prob.plan(scheme, jbytes, "finite-difference Jacobian (compared block by block)") if N and M else 1
+    B = int(max(1, min(B, max(jbytes // 2, 8 << 20) // max(1, M * 96))))
+    A_t = tensor_view(A, layout, prob.out_shape, prob.in_shape)
+    Jb = np.zeros((M, B), jdt)
+    Eb = np.zeros((M, B), np.float64 if jdt.itemsize >= 8 else np.float32)
+    moff_b = np.arange(M, dtype=np.int64) * B
+    noff_b = np.arange(N, dtype=np.int64) % B  # blocks start at multiples of B: column n - n0
+    state = dict(n_failed=0, max_abs=0.0, max_rel=0.0, atol=0.0 if atol is None else float(atol), nonfinite=0)
+    heap: list[tuple[float, int, CheckEntry]] = []
+    ctype = np.result_type(A.dtype, jdt, np.float64)
+
+    def sink(n0: int, n1: int, Y: np.ndarray, sch: Any = scheme, hh: np.ndarray = h) -> np.ndarray:
+        return prob.combine(sch, Y, hh, moff_b, noff_b, n0, n1, Jb, Eb)
+
+    def compare(n0: int, n1: int) -> None:
+        b = n1 - n0
+        Nm = Jb[:, :b].astype(ctype)
+        err = Eb[:, :b]
+        An = _gather(A_t, prob, n0, n1).astype(ctype)
+        absN = np.abs(Nm)
+        assert prob.stats is not None
+        st = prob.stats[n0:n1]
+        if atol is None:
+            colmax = np.max(absN, axis=0, initial=0.0, where=np.isfinite(absN))
+            scale = np.maximum(np.maximum(colmax, base_scale), np.maximum(st[:, 2], st[:, 1] / xmax))
+            atol_n = eps ** (2 / 3) * scale
+            state["atol"] = max(state["atol"], float(atol_n.max(initial=0.0)))
+        else:
+            atol_n = np.full(b, float(atol))
+        diff = np.abs(An - Nm)
+        tol = atol_n[None, :] + rtol * absN + ERR_FACTOR * err
+        ok = (diff <= tol) & np.isfinite(An) & np.isfinite(Nm)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(diff == 0, 0.0, diff / tol)
+            r = np.where(np.isnan(r) | ~(ok | np.isfinite(diff)), np.inf, r)
+            denom = np.maximum(np.abs(An), absN)
+            rel = np.where(denom > 0, diff / np.where(denom > 0, denom, 1.0), np.where(diff > 0, np.inf, 0.0))
+        ratio[:, n0:n1] = r
+        state["nonfinite"] += int(Nm.size - np.count_nonzero(np.isfinite(Nm)))
+        state["n_failed"] += int(ok.size - np.count_nonzero(ok))
+        if diff.size:
+            state["max_abs"] = max(state["max_abs"], float(np.max(diff)))
+            state["max_rel"] = max(state["max_rel"], float(np.max(rel)))
+        flat = r.reshape(-1)
+        k = min(N_WORST, flat.size)
+        if k:
+            top = np.argpartition(-flat, k - 1)[:k] if flat.size > k else np.arange(flat.size)
+            for i in top:
+                m, bb = divmod(int(i), b)
+                gidx = m * N + n0 + bb  # position in T[m..., n...] (ties: the first one wins)
+                entry = (float(flat[i]), -gidx)
+                item = (entry[0], entry[1], _entry(prob, gidx, An[m, bb], Nm[m, bb], diff[m, bb], rel[m, bb],
+                                                   tol[m, bb], bool(ok[m, bb])))
+                if len(heap) < N_WORST:
+                    heapq.heappush(heap, item)  # type: ignore[misc]
+                elif (item[0], item[1]) > (heap[0][0], heap[0][1]):
+                    heapq.heapreplace(heap, item)  # type: ignore[misc]
+
+    if N and M:
+        prob.run(scheme, h, B, sink, adapt=step is None, after=compare)
+    worst = [e for _, _, e in sorted(heap, key=lambda t: (-t[0], -t[1]))]
+    n_failed = int(state["n_failed"])
+    if state["nonfinite"]:
+        warnings.warn(f"tj.check: f returned non-finite values; {int(state['nonfinite'])} finite-difference "
+                      "entries are not finite (they fail the check)", NonFiniteWarning, stacklevel=4)
     return CheckReport(
         passed=n_failed == 0,
-        max_abs_err=float(np.max(diff, initial=0.0)) if diff.size else 0.0,
-        max_rel_err=float(np.max(rel, initial=0.0)) if rel.size else 0.0,
+        max_abs_err=float(state["max_abs"]),
+        max_rel_err=float(state["max_rel"]),
         n_evals=prob.n_evals,
         worst=worst,
-        atol=atol_,
+        atol=float(state["atol"]),
         mode=mode,
         n_failed=n_failed,
-        n_checked=int(ok.size),
-        error_ratio=ratio,
+        n_checked=M * N,
+        error_ratio=ratio.reshape(prob.out_shape + prob.in_shape),
         **common,
     )
 
 
-def _worst(ratio: np.ndarray, A: np.ndarray, Nm: np.ndarray, diff: np.ndarray, rel: np.ndarray,
-           tol: np.ndarray, ok: np.ndarray, out_shape: tuple[int, ...]) -> list[CheckEntry]:
-    flat = ratio.reshape(-1)
-    k = min(N_WORST, flat.size)
-    if k == 0:
-        return []
-    top = np.argpartition(-flat, k - 1)[:k] if flat.size > k else np.arange(flat.size)
-    top = top[np.lexsort((top, -flat[top]))]  # worst first; ties by position
-    P = len(out_shape)
-    out: list[CheckEntry] = []
-    for i in top:
-        idx = tuple(int(v) for v in np.unravel_index(int(i), ratio.shape))
-        out.append(CheckEntry(
-            out_index=idx[:P], in_index=idx[P:], analytic=_scalar(A[idx]), numeric=_scalar(Nm[idx]),
-            abs_err=float(diff[idx]), rel_err=float(rel[idx]), tol=float(tol[idx]), failed=not bool(ok[idx]),
-        ))  # fmt: skip
-    return out
+def _entry(prob: Problem, gidx: int, a: Any, n: Any, diff: Any, rel: Any, tol: Any, ok: bool) -> CheckEntry:
+    P = len(prob.out_shape)
+    idx = tuple(int(v) for v in np.unravel_index(gidx, prob.out_shape + prob.in_shape))
+    return CheckEntry(out_index=idx[:P], in_index=idx[P:], analytic=_scalar(a), numeric=_scalar(n),
+                      abs_err=float(diff), rel_err=float(rel), tol=float(tol), failed=not ok)
 
 
 @functools.lru_cache(maxsize=64)
@@ -356,32 +530,34 @@ def _unit_directions(n: int, size: int, seed: int) -> np.ndarray:
 
 
 def _directions(prob: Problem, n: int, seed: int | None) -> np.ndarray:
-    """Random directions with entries ±[0.5, 1] * 2**round(log2(max(|x|, 1))) / 2**ceil(log2(sqrt(N)))
-    on a 1/1024 grid: every entry takes part, the whole step stays as small as one
-    entry's step (in 2-norm), and ``x + t * sigma * u`` is exact for power-of-two t."""
+    """Random directions with entries ±[0.5, 1] * 2**round(log2(s)) / 2**ceil(log2(sqrt(N)))
+    on a 1/1024 grid, s the step scale of tensorjac.fd (relative to |x|, with its floor):
+    every entry takes part, the whole step stays as small as one entry's step (in 2-norm),
+    and ``x + t * sigma * u`` is exact for power-of-two t."""
     if seed is None:
         u = _unit_directions.__wrapped__(n, prob.N, int(np.random.SeedSequence().generate_state(1)[0]))
     else:
         u = _unit_directions(n, prob.N, int(seed))
-    scale = np.exp2(np.round(np.log2(np.maximum(np.abs(prob.x), 1.0).astype(np.float64)))).reshape(1, -1)
-    return u * (scale / 2.0 ** np.ceil(0.5 * np.log2(max(prob.N, 1))))
+    s = prob.default_steps(0.0)  # eps**0 * s: the scale itself, as a power of two
+    return u * (s.reshape(1, -1) / 2.0 ** np.ceil(0.5 * np.log2(max(prob.N, 1))))
 
 
-def _fast(prob: Problem, A_t: np.ndarray, method: str, rtol: float, atol: float | None, eps: float,
-          y_scale: float, seed: int | None, n_dir: int, common: dict) -> CheckReport | None:
+def _fast(prob: Problem, A: np.ndarray, layout: str, method: str, rtol: float, atol: float | None, eps: float,
+          base_scale: float, xmax: float, seed: int | None, n_dir: int, common: dict) -> CheckReport | None:
     """The directional screen; a report when it passes, None when the full comparison must decide."""
     if prob.N == 0 or prob.M == 0:
         return None
     U = _directions(prob, n_dir, seed)
-    scheme = _scheme(method)
+    scheme = _scheme(method, True)
     t = float(np.exp2(np.round(np.log2(prob.eps**scheme.step_power))))
-    D, errD = prob.directional(scheme, U, t)
-    ctype = np.result_type(A_t.dtype, D.dtype, np.float64)
-    A = np.asarray(A_t, dtype=ctype).reshape(prob.M, prob.N)
-    absA = np.abs(A)
-    scale = max(float(np.max(absA, initial=0.0)), y_scale)
+    D, errD, st = prob.directional(scheme, U, t)
+    A_t = tensor_view(A, layout, prob.out_shape, prob.in_shape)
+    ctype = np.result_type(A.dtype, D.dtype, np.float64)
+    Am = np.asarray(A_t, dtype=ctype).reshape(prob.M, prob.N)
+    absA = np.abs(Am)
+    scale = max(base_scale, float(np.max(st[:, 2], initial=0.0)), float(np.max(st[:, 1], initial=0.0)) / xmax)
     atol_ = eps ** (2 / 3) * scale if atol is None else float(atol)
-    Ju = (A @ U.T).T  # (directions, M)
+    Ju = (Am @ U.T).T  # (directions, M)
     diff = np.abs(Ju - D)
     # As strict as one entry at its allowance: a wrong entry must not hide in the sum over
     # the others' allowances (failing the screen only costs the full comparison).
