@@ -318,3 +318,107 @@ def test_plot_without_matplotlib(monkeypatch):
     rep = tj.check(np.sin, np.ones(2), np.diag(np.cos(np.ones(2))))
     with pytest.raises(ImportError, match=r"tensorjac\[plot\]"):
         rep.plot()
+
+
+# ----------------------------------------------------------------------------- issue 9: no false failures
+
+
+def test_forward_and_backward_near_zero():
+    for method in ("forward", "backward", "central", "richardson", "complex"):
+        for x in (0.01, 0.05, -0.03, 1e-7, 0.0):
+            rep = tj.check(lambda v: np.sum(v**2), np.array(x), np.array(2 * x), method=method)
+            assert rep.passed, f"{method} at {x}\n{rep}"
+
+
+def test_least_squares_residual_at_its_solution():
+    """f(c) = (c0 + c1 exp(c2 XD) - YD)^2 at the c that fits the data: f and J are rounding noise."""
+    XD = np.linspace(0.0, 2.0, 9)
+    c = np.array([0.7, 2.3, -1.1])
+    YD = np.round(c[0] + c[1] * np.exp(c[2] * XD), 15)  # data as printed: residuals of ~1e-16
+
+    def f(c):
+        return (c[0] + c[1] * np.exp(c[2] * XD) - YD) ** 2
+
+    def jac(c):
+        r = c[0] + c[1] * np.exp(c[2] * XD) - YD
+        dr = np.stack([np.ones_like(XD), np.exp(c[2] * XD), c[1] * XD * np.exp(c[2] * XD)], axis=1)
+        return 2 * r[:, None] * dr
+
+    for method in tj.fd.METHODS:
+        rep = tj.check(f, c, jac, method=method)
+        assert rep.passed, f"{method}\n{rep}"
+        assert tj.check(lambda c: np.sum(f(c)), c, np.sum(jac(c), axis=0), method=method).passed
+    bad = jac(c) + 1e-6  # an error well above the noise still fails
+    assert not tj.check(f, c, bad).passed
+
+
+def test_complex_step_at_subnormal_inputs():
+    for x in (5e-320, -3e-310, 1e-300, 0.0):
+        for f, df in ((lambda v: v**2, lambda v: 2 * v), (np.sin, np.cos), (lambda v: v**3 + v, lambda v: 3 * v**2 + 1)):
+            v = np.array([x, 1.5])
+            for method in tj.fd.METHODS:
+                rep = tj.check(f, v, np.diag(df(v)), method=method)
+                assert rep.passed, f"{method} at {x}\n{rep}"
+
+
+GRID_POINTS = [
+    np.array([0.0]), np.array([5e-320]), np.array([-5e-320]), np.array([1e-300]), np.array([1e-10]),
+    np.array([-3e-6]), np.array([0.01]), np.array([-0.05]), np.array([1.0]), np.array([-2.5]),
+    np.array([1e5]), np.array([-1e80]), np.array([0.0, 0.0, 0.0]), np.array([1e-10, 1.0, 1e5]),
+    np.array([0.0, 1e-300, -1.0]), np.array([3e-6, -2e-6, 0.0]), np.array([-7.0, 1e-3, 250.0]),
+]  # fmt: skip
+
+
+def _grid_functions():
+    """Smooth maps with closed-form Jacobians, finite on every grid point (holomorphic too)."""
+    return [
+        ("cubic", lambda v: v**3 - 2 * v, lambda v: np.diag(3 * v**2 - 2)),
+        ("arctan", np.arctan, lambda v: np.diag(1 / (1 + v**2))),
+        ("log1p(x^2)", lambda v: np.log1p(v**2), lambda v: np.diag(2 * v / (1 + v**2))),
+        ("hypot", lambda v: np.sqrt(1 + v**2), lambda v: np.diag(v / np.sqrt(1 + v**2))),
+        ("coupled", lambda v: np.array([np.sum(v**2), v[0] * v[-1], np.prod(np.cos(v / (1 + np.abs(v.real)))) * 0 + np.sum(v) ** 2]),
+         lambda v: np.vstack([2 * v, np.eye(len(v))[0] * v[-1] + np.eye(len(v))[-1] * v[0], 2 * np.sum(v) * np.ones(len(v))])),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", tj.fd.METHODS)
+def test_no_false_failures_over_a_grid_of_points(method):
+    """Correct Jacobians at tiny, huge, zero, negative, subnormal and mixed-scale points: all pass."""
+    failures = []
+    for name, f, jac in _grid_functions():
+        for x in GRID_POINTS:
+            with np.errstate(all="ignore"):
+                for mode in ("full", "fast"):
+                    rep = tj.check(f, x, jac(x), method=method, mode=mode)
+                    if not rep.passed:
+                        failures.append(f"{name} at {x} ({mode})\n{rep}")
+    assert not failures, "\n\n".join(failures[:3]) + f"\n({len(failures)} failures)"
+
+
+def test_check_several_arguments_and_step():
+    A = np.array([[1.0, 2.0], [0.5, -1.0]])
+    x = np.array([0.3, -0.2])
+    f = lambda A, x: np.tanh(A @ x)
+    t = 1 - np.tanh(A @ x) ** 2
+    Jx = t[:, None] * A
+    JA = np.einsum("ik,l->ikl", np.diag(t), x)
+    assert tj.check(f, A, x, Jx, wrt=1).passed
+    assert tj.check(f, A, x, jac=Jx, wrt="x").passed
+    reps = tj.check(f, A, x, (JA, Jx), wrt=(0, 1))
+    assert reps.passed and bool(reps) and len(reps) == 2
+    bad = Jx.copy()
+    bad[0, 1] *= 1.001
+    reps = tj.check(f, A, x, (JA, bad), wrt=(0, 1))
+    assert not reps and reps[0].passed and not reps[1].passed
+    with pytest.raises(tj.JacobianMismatchError):
+        reps.raise_if_failed()
+    assert tj.check(f, A, x, lambda A, x: t[:, None] * A, wrt=1).passed  # jac(*args)
+    rep = tj.check(lambda v: v**2, np.array([1.0, 2.0]), np.diag([2.0, 4.0]), method="forward", step=2.0**-20)
+    assert rep.passed and rep.n_evals == 1 + 2 * 2
+    with pytest.raises(TypeError, match="pass f, its argument"):
+        tj.check(np.sin, np.ones(2))
+
+
+def test_full_mode_progress_bar():
+    pytest.importorskip("tqdm")
+    assert tj.check(np.sin, np.ones(3), np.diag(np.cos(np.ones(3))), progress=True).passed

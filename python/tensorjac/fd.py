@@ -43,12 +43,13 @@ outputs' and the result's dtypes (the coarsest) and p = 1/2 (forward, backward),
 1/13 (richardson: its largest step, ~0.06 s) or 1 (complex).  The scale is
 relative to x, with a floor where x is zero::
 
-    s[n] = max(|x[n]|, tiny / eps**p)               if x[n] != 0
+    s[n] = max(|x[n]|, 2**20 tiny / eps**p)         if x[n] != 0
     s[n] = min(typical |x|, 1)                        if x[n] == 0
 
 where "typical |x|" is the median of the non-zero |x| entries (1 if there is
 none): an entry at zero takes the scale of its neighbours, never more than 1,
-and the tiny term keeps h a normal number for subnormal x.  Relative steps
+and the tiny term keeps h (and 1/h) far from underflow (overflow) for
+subnormal x.  Relative steps
 suit functions that vary on the scale of x (powers, logarithms, 1/r
 potentials in SI units); for a function that varies on a fixed scale far
 above a tiny |x| (exp(x) at x = 1e-10) they cost accuracy, which the error
@@ -545,9 +546,9 @@ class Problem:
 
     def default_steps(self, power: float) -> np.ndarray:
         """``eps**power * s`` as powers of two (flat, float64), s = |x| (x != 0) or
-        min(typical |x|, 1) (x == 0), at least tiny / eps**power."""
+        min(typical |x|, 1) (x == 0), at least 2**20 tiny / eps**power."""
         a = np.abs(self.x).astype(np.float64).reshape(-1)
-        lo = float(np.finfo(_real(self.x.dtype)).tiny) / self.eps**power
+        lo = float(np.finfo(_real(self.x.dtype)).tiny) * 2.0**20 / self.eps**power  # 1 / h stays far from overflow
         s = np.maximum(np.where(a > 0, a, self._floor()), lo)
         return np.exp2(np.round(np.log2(self.eps**power * s)))
 
