@@ -122,3 +122,63 @@ def test_exit_status_of_the_real_command(user_module):
     assert ok.returncode == 0, ok.stderr
     bad = run("tj_cli_user:f", "--shape", "4", "--jac", "tj_cli_user:bad_jac")
     assert bad.returncode == 1 and "FAILED" in bad.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tensorjac {tj.__version__}"
+
+
+def test_help_has_no_rest_markup(capsys):
+    for args in (["--help"], ["check", "--help"]):
+        with pytest.raises(SystemExit):
+            main(args)
+        out = capsys.readouterr().out
+        assert "``" not in out and "usage" in out
+
+
+BAD_JAC_MODULE = textwrap.dedent(
+    """
+    import numpy as np
+
+    def f(x):
+        return np.tanh(x)
+
+    def wrong_shape(x):
+        return np.ones((3, 5))
+
+    raise_on_import = False
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["check", "tj_cli_bad:f", "--shape", "4", "--jac", "tj_cli_bad:wrong_shape"], "jac has shape (3, 5)"),
+        (["check", "tj_cli_bad:f", "--shape", "4x", "--jac", "tj_cli_bad:wrong_shape"], "jac has shape"),
+        (["check", "tj_cli_bad:f", "--shape", "4", "--step", "-1"], "--step"),
+        (["check", "tj_cli_bad:f", "--shape", "4", "--step", "abc"], "--step"),
+        (["check", "tj_cli_broken:f", "--shape", "4"], "ZeroDivisionError"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    (tmp_path / "tj_cli_bad.py").write_text(BAD_JAC_MODULE)
+    (tmp_path / "tj_cli_broken.py").write_text("x = 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(args) == 2
+    finally:
+        sys.modules.pop("tj_cli_bad", None)
+        sys.modules.pop("tj_cli_broken", None)
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_check_with_step(user_module, capsys):
+    assert main(["check", "tj_cli_user:f", "--shape", "4", "--jac", "tj_cli_user:jac", "--method", "central",
+                 "--step", "1e-5"]) == 0
+    assert "PASSED" in capsys.readouterr().out

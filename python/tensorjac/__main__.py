@@ -1,11 +1,13 @@
-"""``python -m tensorjac``: check every closed-form op of the catalogue against finite differences.
+"""python -m tensorjac: check every closed-form op of the catalogue against finite differences.
 
 Subcommands:
   (none) | selfcheck [--seed S]   the catalogue's Jacobians against tj.fd.jacobian (exit 1 on a failure)
   check MODULE:FUNC --shape 3,4 [--jac MODULE:JACFUNC] [--layout L] [--seed S] [--at FILE.npy]
-                                  check a Jacobian of your own (exit 0 passed, 1 failed); without
-                                  --jac, print the finite-difference Jacobian's shape and error estimate
+        [--method M] [--mode full|fast] [--step H]
+                                  check a Jacobian of your own (exit 0 passed, 1 failed, 2 bad input);
+                                  without --jac, print the finite-difference Jacobian's shape and error
   info                            version, compiler, OpenMP, threads, memory budget
+  --version                       print the version
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ def load_callable(spec: str) -> Callable[..., Any]:
         assert spec_ is not None and spec_.loader is not None
         module = importlib.util.module_from_spec(spec_)
         sys.modules[path.stem] = module
-        spec_.loader.exec_module(module)
+        try:
+            spec_.loader.exec_module(module)
+        except Exception as e:
+            raise CliError(f"cannot load {mod_name}: {type(e).__name__}: {e}") from None
     else:
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())  # the console script does not put the cwd on the path
@@ -106,6 +111,8 @@ def load_callable(spec: str) -> Callable[..., Any]:
             module = importlib.import_module(mod_name)
         except ImportError as e:
             raise CliError(f"cannot import module {mod_name!r}: {e}") from None
+        except Exception as e:  # the module itself raised while importing
+            raise CliError(f"cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -115,6 +122,18 @@ def load_callable(spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise CliError(f"{spec} is not callable (it is a {type(obj).__name__})")
     return obj
+
+
+def parse_step(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        h = float(text)
+    except ValueError:
+        raise CliError(f"--step {text!r} is not a number (for example 1e-4)") from None
+    if not (h > 0 and np.isfinite(h)):
+        raise CliError(f"--step {text!r} must be a positive finite number")
+    return h
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -148,9 +167,10 @@ def _point(ns: argparse.Namespace) -> np.ndarray:
 def run_check(ns: argparse.Namespace) -> int:
     f = load_callable(ns.func)
     x = _point(ns)
+    step = parse_step(ns.step)
     where = f"at {'x from ' + ns.at if ns.at else 'a random x (seed %d)' % ns.seed} of shape {x.shape}"
     if ns.jac is None:
-        J, err = tj.fd.jacobian(f, x, method=ns.method, layout=ns.layout, return_error=True)
+        J, err = tj.fd.jacobian(f, x, method=ns.method, layout=ns.layout, return_error=True, step=step)
         print(f"finite-difference Jacobian of {ns.func} {where}")
         print(f"  layout {ns.layout!r}, shape {J.shape}, dtype {J.dtype}, method {ns.method!r}")
         print(f"  max |J| {np.max(np.abs(J), initial=0.0):.3e}   "
@@ -158,7 +178,14 @@ def run_check(ns: argparse.Namespace) -> int:
               f"median estimated error {np.median(err) if err.size else 0.0:.3e}")
         return 0
     jac = load_callable(ns.jac)
-    report = tj.check(f, x, jac, layout=ns.layout, mode=ns.mode, method=ns.method, seed=ns.seed)
+    try:
+        J = jac(x.copy())
+    except Exception as e:
+        raise CliError(f"{ns.jac} raised {type(e).__name__}: {e}") from None
+    try:
+        report = tj.check(f, x, J, layout=ns.layout, mode=ns.mode, method=ns.method, seed=ns.seed, step=step)
+    except (ValueError, TypeError) as e:  # a Jacobian of the wrong shape or dtype, a bad point
+        raise CliError(str(e).splitlines()[0]) from None
     print(f"{ns.func} against {ns.jac} {where}")
     print(report)
     return 0 if report.passed else 1
@@ -168,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tensorjac", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"tensorjac {tj.__version__}")
     sub = parser.add_subparsers(dest="cmd")
     sub.add_parser("info", help="version, compiler, OpenMP and thread count")
     sc = sub.add_parser("selfcheck", help="check every op of the catalogue (the default)")
@@ -181,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ck.add_argument("--at", metavar="FILE.npy", help="evaluate at the array in this .npy file")
     ck.add_argument("--mode", default="full", choices=("full", "fast"))
     ck.add_argument("--method", default="richardson", choices=tj.fd.METHODS)
+    ck.add_argument("--step", help="finite-difference step (default: relative to x, see tensorjac.fd)")
     ns = parser.parse_args(argv)
     if ns.cmd == "info":
         return info()
