@@ -58,11 +58,12 @@ estimate reports: pass ``step=`` there.
 Domain ends.  A default step never takes x across a boundary of f's domain
 on purpose: when f returns a non-finite value on the stencil of entry n
 although f(x) is finite (for Richardson: when no candidate is finite), that
-entry is evaluated again, first with the purely relative step
-``eps**p * |x[n]|``, whose stencil stays on x[n]'s side of zero, then (if f is
-still not finite there, or x[n] = 0) with the one-sided formula that points
-away from the non-finite side (forward or backward differences, extrapolated
-over four steps for Richardson).  Values that stay non-finite are kept and
+entry is evaluated again with smaller steps: the purely relative step
+``eps**p * |x[n]|`` (whose stencil stays on x[n]'s side of zero), then that
+step divided by 8, 64, ... (down to 2**-36 of the default step) until f is
+finite on the whole stencil; failing that, with the one-sided formula that
+points away from the non-finite side (forward or backward differences,
+extrapolated over four steps for Richardson).  Values that stay non-finite are kept and
 reported in a :class:`NonFiniteWarning`.  An explicit ``step`` is used as given.
 
 ``step`` may also be a positive scalar or an array broadcastable to x.shape:
@@ -725,13 +726,18 @@ class Problem:
         if 0 < rel < step:
             step = rel
         Y, st = attempt(scheme, step)  # with the same step when no smaller relative one exists: for its rows
+        # Shrink towards the domain end (by 8 per try, at most 2**-36 of the default step).
+        smallest = h[n] * 2.0**-36
+        while st[0, 3] != 0 and step / 8 >= smallest:
+            step /= 8
+            Y, st = attempt(scheme, step)
         if st[0, 3] == 0:
             self.stats[n] = st[0, :3]  # type: ignore[index]
             return
         side = self._finite_side(scheme, Y)
         if side == 0:
             return
-        Y, st = attempt(_one_sided(scheme, side, scheme.d is not None), step)
+        Y, st = attempt(_one_sided(scheme, side, scheme.d is not None), h[n] if xn == 0 else max(rel, smallest))
         self.stats[n] = st[0, :3]  # type: ignore[index]
 
     def _finite_side(self, scheme: Scheme, Y: np.ndarray) -> float:
