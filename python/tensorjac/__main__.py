@@ -192,6 +192,25 @@ def run_check(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: returns the exit status (0 passed, 1 a check failed, 2 bad input).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> main(["check", "no_such_module_tj:f", "--shape", "3"])
+    2
+    >>> main(["info"])  # doctest: +ELLIPSIS
+    tensorjac ...
+    0
+    """
     parser = argparse.ArgumentParser(
         prog="python -m tensorjac", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

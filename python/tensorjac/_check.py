@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import LAYOUTS, layout_placement
-from .fd import (
+from ._fd import (
     METHODS,
     NonFiniteWarning,
     Partial,
@@ -29,6 +28,7 @@ from .fd import (
     resolve_wrt,
     tensor_view,
 )
+from ._layout import LAYOUTS, layout_placement
 
 __all__ = ["CheckEntry", "CheckReport", "CheckReports", "JacobianMismatchError", "check"]
 
@@ -421,7 +421,8 @@ def _gather(A_t: np.ndarray, prob: Problem, n0: int, n1: int) -> np.ndarray:
     if not prob.in_shape:
         return np.asarray(A_t).reshape(prob.M, 1)
     idx = np.unravel_index(np.arange(n0, n1), prob.in_shape)
-    return A_t[(Ellipsis, *idx)].reshape(prob.M, n1 - n0)
+    key: tuple[Any, ...] = (Ellipsis, *idx)
+    return A_t[key].reshape(prob.M, n1 - n0)
 
 
 def _full(prob: Problem, A: np.ndarray, layout: str, method: str, step: Any, rtol: float, atol: float | None,

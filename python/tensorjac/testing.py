@@ -17,6 +17,33 @@ def assert_jacobian_close(f: Callable[..., Any], x: Any, jac: Any, **kw: Any) ->
     ``method``, ``rtol``, ``atol``, ...).  Raises :class:`tensorjac.JacobianMismatchError`,
     an ``AssertionError`` whose message is the report's table of the worst
     entries; returns the :class:`tensorjac.CheckReport` when the Jacobian passes.
+
+    Parameters
+    ----------
+    f : callable
+        The function (several arguments: pass them all, then ``jac``, with ``wrt=``).
+    x : array_like
+        The point.
+    jac : array_like or callable
+        The Jacobian under test.
+    **kw
+        Keyword arguments of :func:`tensorjac.check`.
+
+    Returns
+    -------
+    CheckReport
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorjac as tj
+    >>> A = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> tj.testing.assert_jacobian_close(lambda v: A @ v, np.ones(2), A).passed
+    True
+    >>> tj.testing.assert_jacobian_close(lambda v: A @ v, np.ones(2), A.T)
+    Traceback (most recent call last):
+    ...
+    tensorjac._check.JacobianMismatchError: tensorjac.check FAILED: 2 of 4 entries outside tolerance ...
     """
     __tracebackhide__ = True  # pytest: show the caller's line, not this one
     return check(f, x, jac, **kw).raise_if_failed()
