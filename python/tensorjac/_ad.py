@@ -17,6 +17,7 @@ cotangent and conjugate the result yourself.
 from __future__ import annotations
 
 import contextvars
+import string
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -24,11 +25,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import _config, _core
+from ._deriv import Deriv
+from ._dtypes import result_dtype
 from ._layout import LAYOUTS, layout_placement
 from ._layout import prod as _prod
-from ._rule import Deriv, Op, need_op
 
-__all__ = ["chain", "jvp", "kron_jvp", "kron_matvec", "kron_vjp", "two_sided", "vjp"]
+__all__ = ["apply_deriv", "call_threads", "chain", "kron_jvp", "kron_matvec", "kron_vjp", "two_sided"]
 
 _BATCH = "Z"  # einsum letter of the flattened batch axis (rules use lowercase letters)
 
@@ -42,23 +44,6 @@ def call_threads() -> int:
     return _call_threads.get()
 
 
-def _compute_dtype(what: str, named: Sequence[tuple[str, np.dtype]]) -> np.dtype:
-    """numpy promotion; integers and bools count as float64; native byte order."""
-    for name, t in named:
-        if t.kind not in "biufc":
-            raise TypeError(
-                f"{what}: {name} has non-numeric dtype {t}; "
-                "expected float32, float64, complex128 or an integer type"
-            )
-    floats = [t for _, t in named if t.kind in "fc"]
-    dt = np.result_type(*floats) if floats else np.dtype(np.float64)
-    if (dt.kind == "f" and dt.itemsize > 8) or (dt.kind == "c" and dt.itemsize > 16):
-        raise TypeError(f"{what}: dtype {dt} is not supported (use float32, float64 or complex128)")
-    if dt.kind == "f" and dt.itemsize < 4:
-        dt = np.dtype(np.float32)
-    return dt.newbyteorder("=")
-
-
 def _scalar(coef: complex, dt: np.dtype) -> Any:
     """A rule coefficient as a scalar of dtype dt (a real dtype needs a real coefficient)."""
     if dt.kind == "c":
@@ -68,33 +53,7 @@ def _scalar(coef: complex, dt: np.dtype) -> Any:
     return dt.type(complex(coef).real)
 
 
-# ----------------------------------------------------------------------------- VJP / JVP
-
-
-def vjp(
-    op: Op, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None
-) -> np.ndarray:
-    """Batched vector-Jacobian product of a tensorjac op, without building the Jacobian.
-
-    ``cotangent`` has shape ``(*batch, *out.shape)`` (any number of leading batch
-    axes, including none); the result has shape ``(*batch, *args[wrt].shape)``:
-    ``res[b, n...] = sum_m cotangent[b, m...] * J[m..., n...]``.  The dtype is the
-    promotion of the op's dtype and the cotangent's (integers count as float64).
-    Complex results use the plain transpose, no conjugation (see module docs).
-    ``num_threads`` applies to the C++ kernels (matrix products go to numpy's BLAS).
-    """
-    return _apply(need_op(op, "vjp"), args, cotangent, wrt, num_threads, "vjp")
-
-
-def jvp(
-    op: Op, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None
-) -> np.ndarray:
-    """Batched Jacobian-vector product of a tensorjac op, without building the Jacobian.
-
-    ``tangent`` has shape ``(*batch, *args[wrt].shape)``; the result has shape
-    ``(*batch, *out.shape)``: ``res[b, m...] = sum_n J[m..., n...] * tangent[b, n...]``.
-    """
-    return _apply(need_op(op, "jvp"), args, tangent, wrt, num_threads, "jvp")
+# ----------------------------------------------------------------------------- VJP / JVP of one Deriv
 
 
 class _Spec(NamedTuple):
@@ -124,8 +83,16 @@ def _spec(d: Deriv, mode: str, out_shape: tuple[int, ...], in_shape: tuple[int, 
     hit = _SPECS.get(key)
     if hit is not None:
         return hit
-    sizes = d.letter_sizes(out_shape, in_shape)
-    src_axes, dst_axes = (d.out, d.inp) if mode == "vjp" else (d.inp, d.out)
+    sizes0 = d.letter_sizes(out_shape, in_shape)
+    # rename the rule's letters to einsum characters other than the batch letter
+    chars = [c for c in string.ascii_letters if c != _BATCH]
+    rn = {c: chars[i] for i, c in enumerate(dict.fromkeys("".join(d.out) + "".join(d.inp) + "".join(
+        "".join(g) for _, gs in d.terms for g in gs)))}
+    sizes = {rn[c]: n for c, n in sizes0.items() if c in rn}
+    d_out = tuple("".join(rn[c] for c in ax) for ax in d.out)
+    d_inp = tuple("".join(rn[c] for c in ax) for ax in d.inp)
+    d_terms = [(coef, tuple("".join(rn[c] for c in g) for g in gs)) for coef, gs in d.terms]
+    src_axes, dst_axes = (d_out, d_inp) if mode == "vjp" else (d_inp, d_out)
     dst_shape = in_shape if mode == "vjp" else out_shape
     src_letters = "".join(dict.fromkeys("".join(src_axes)))
     dst_all = "".join(dst_axes)
@@ -134,7 +101,7 @@ def _spec(d: Deriv, mode: str, out_shape: tuple[int, ...], in_shape: tuple[int, 
     direct = len(dst_letters) == len(dst_all) and all(
         _prod([sizes[c] for c in ax]) == n for ax, n in zip(dst_axes, dst_shape)
     )
-    for coef, groups in d.terms:
+    for coef, groups in d_terms:
         have = set(src_letters).union(*groups)
         present = "".join(c for c in dst_letters if c in have)
         direct &= present == dst_letters
@@ -144,12 +111,12 @@ def _spec(d: Deriv, mode: str, out_shape: tuple[int, ...], in_shape: tuple[int, 
     diagonal = (
         d.is_diagonal
         and len(terms) == 1
-        and terms[0][1] == ("".join(d.out),)
-        and all(sizes[c] == n for c, n in zip(d.out, out_shape))
+        and terms[0][1] == ("".join(d_out),)
+        and all(sizes[c] == n for c, n in zip(d_out, out_shape))
     )
     src_shape = out_shape if mode == "vjp" else in_shape
     plain_src = src_axes == tuple(src_letters) and all(sizes[c] == n for c, n in zip(src_letters, src_shape))
-    loops = tuple(_prod([sizes[c] for c in set(src_letters).union(*groups)]) for _, groups in d.terms)
+    loops = tuple(_prod([sizes[c] for c in set(src_letters).union(*groups)]) for _, groups in d_terms)
     spec = _Spec(
         src_letters, tuple(sizes[c] for c in src_letters), src_axes, dst_axes,
         dst_letters, tuple(sizes[c] for c in dst_letters), tuple(terms), direct, diagonal,
@@ -224,48 +191,38 @@ def _contract(spec: _Spec, src: np.ndarray, facs: Sequence[np.ndarray], dst_shap
     return result
 
 
-def _apply(op: Op, args: tuple, vec: Any, wrt: Any, num_threads: int | None, mode: str) -> np.ndarray:
-    nt = _config.resolve_threads(num_threads)
-    arrs = op._arrays(args)
-    plan = op._plan(arrs, wrt, "tensor")  # validates wrt, shapes and dtypes (cached)
-    d, out_shape, in_shape = plan.deriv, plan.out_shape, plan.in_shape
-    vname = "cotangent" if mode == "vjp" else "tangent"
-    V = np.asarray(vec)
-    src_shape, dst_shape = (out_shape, in_shape) if mode == "vjp" else (in_shape, out_shape)
-    k = len(src_shape)
-    if V.ndim < k or V.shape[V.ndim - k :] != src_shape:
-        side = "output" if mode == "vjp" else f"input {op.argnames[op.wrt_index(wrt)]!r}"
-        raise ValueError(
-            f"{op.name}.{mode}: {vname} has shape {V.shape}, but its trailing axes must equal "
-            f"the {side} shape {src_shape} (after any leading batch axes): expected "
-            f"(*batch, {', '.join(map(str, src_shape))}{',' if len(src_shape) == 1 else ''})"
-        )
-    dt = plan.dtype
-    if V.dtype != dt:
-        dt = _compute_dtype(f"{op.name}.{mode}", [(vname, V.dtype), ("the op's dtype", dt)])
-    batch = V.shape[: V.ndim - k]
-    nb = _prod(batch)
-    Vf = V.astype(dt, copy=False).reshape((nb, *src_shape))
-    cargs = op._cast(arrs, plan.dtype) if plan.cast else list(arrs)
+def apply_deriv(
+    d: Deriv,
+    mode: str,
+    args: Sequence[np.ndarray],
+    vec: np.ndarray,
+    out_shape: tuple[int, ...],
+    in_shape: tuple[int, ...],
+    dt: np.dtype,
+    nt: int,
+    value: np.ndarray | None = None,
+) -> np.ndarray:
+    """One batched product with the Jacobian described by ``d``, never building it.
+
+    ``vec`` is (nb, *out_shape) for mode "vjp" and (nb, *in_shape) for "jvp", of
+    dtype ``dt``; the result is (nb, *in_shape) resp. (nb, *out_shape), of dtype dt.
+    ``args`` are the op's arguments, ``value`` its output when known.
+    """
+    nb = vec.shape[0]
+    dst_shape = in_shape if mode == "vjp" else out_shape
+    _config.check_budget((nb, *dst_shape), dt.itemsize, what=f"{mode.upper()} result")
     hook: Callable[..., np.ndarray] | None = d.vjp if mode == "vjp" else d.jvp
     if hook is not None:
         token = _call_threads.set(nt)
         try:
-            R = np.asarray(hook(Vf, *cargs))
+            R = np.asarray(hook(vec, *args, value=value) if d.uses_value else hook(vec, *args))
         finally:
             _call_threads.reset(token)
         if R.shape != (nb, *dst_shape):  # a rule bug, not a user error
-            raise AssertionError(
-                f"{op.name}.{mode} hook returned shape {R.shape}, expected {(nb, *dst_shape)}"
-            )
-        R = R.astype(dt, copy=False)
-    else:
-        facs = [f if f.dtype == dt else f.astype(dt) for f in map(np.asarray, d.factors(*cargs))]
-        R = _contract(_spec(d, mode, out_shape, in_shape), Vf, facs, dst_shape, dt, nt)
-    R = R.reshape(batch + dst_shape)
-    if np.may_share_memory(R, V):  # e.g. transpose's VJP is a view: never alias the caller's array
-        R = R.copy()
-    return R
+            raise AssertionError(f"{mode} hook returned shape {R.shape}, expected {(nb, *dst_shape)}")
+        return R.astype(dt, copy=False)
+    facs = [f if f.dtype == dt else f.astype(dt) for f in map(np.asarray, d.eval_factors(args, value))]
+    return _contract(_spec(d, mode, out_shape, in_shape), vec, facs, dst_shape, dt, nt)
 
 
 # ----------------------------------------------------------------------------- structured hooks
@@ -331,7 +288,7 @@ def chain(J_outer: Any, J_inner: Any, mid_ndim: int, layout: str = "tensor") -> 
             f"{mid} axes of J_inner (shape {Ji.shape}) are {y_inner}; both must be the shape of the "
             "intermediate y"
         )
-    dt = _compute_dtype("chain", [("J_outer", Jo.dtype), ("J_inner", Ji.dtype)])
+    dt = result_dtype("tj.chain", [("J_outer", Jo.dtype), ("J_inner", Ji.dtype)])
     out_shape, in_shape = Jo.shape[: Jo.ndim - mid], Ji.shape[mid:]
     shape, out_place, in_place = layout_placement(layout, out_shape, in_shape)
     _config.check_budget(shape, dt.itemsize, what="chain-rule Jacobian")
@@ -390,10 +347,16 @@ def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
             f"x must have shape (*batch, {C})"
         )
     named = [(f"factors[{t}]", f.dtype) for t, f in enumerate(fs)] + [("x", xa.dtype)]
-    dt = _compute_dtype("kron_matvec", named)
+    dt = result_dtype("tj.kron_matvec", named)
     batch = xa.shape[:-1]
     nb = _prod(batch)
     rows = [f.shape[0] for f in fs]
+    # the result and the largest intermediate (after mode t: rows t.. times cols ..t-1) fit the budget
+    _config.check_budget((*batch, _prod(rows)), dt.itemsize, what="kron_matvec result")
+    for t in range(1, len(fs)):
+        _config.check_budget(
+            (nb, _prod(rows[t:]), _prod(cols[:t])), dt.itemsize, what="kron_matvec intermediate"
+        )
     mats = [f.astype(dt, copy=False) for f in fs]
     dims = [nb, *cols]  # logical axes of cur, C order
     cur = xa.astype(dt, copy=False).reshape(nb, C)

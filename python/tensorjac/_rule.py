@@ -1,188 +1,89 @@
-"""The op machinery: every op is one rule, its Jacobian a short sum of terms.
+"""Ops: one rule per op, the registry, and the closed-form Jacobian of a single op.
 
-A term is a product of small factor arrays over named index letters, times
-Kronecker deltas.  A delta is written by reusing a letter: in
-``Deriv(out="ij", inp="ij", terms=[(1, ("ij",))])`` (Hadamard with W) the
-output letters i, j and the input letters i, j are the same variables, so the
-Jacobian is ``W[i,j] δ(i,k) δ(j,l)``.  Output axes may be fused from several
-letters, written in parentheses: kron's output is ``"(ik)(jl)"``.
+An op is a value function, a shape rule and a :class:`~tensorjac._deriv.Deriv`
+per argument.  Every layout of its dense Jacobian, its VJP and JVP, and its
+place in the chain rule of composite functions come from that one rule.  The
+same rule serves the numpy function it implements: an op declares its numpy
+aliases (``numpy=(np.tanh,)``), and a numpy call on a traced array inside a
+function given to ``tj.jacobian`` looks the op up in :data:`NUMPY`.
 
-From one ``Deriv`` the package derives
-  * the dense Jacobian in any layout (the C++ expand kernel, written directly
-    with strides: a layout only decides where each letter's stride goes);
-  * VJPs and JVPs as einsum contractions of the same terms.
+Ops may take static parameters besides their array arguments (``axis``,
+``keepdims``, ...): ``tj.sum(X, axis=1)``.  Parameters are not differentiated.
 """
 
 from __future__ import annotations
 
-import string
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import _config, _core
-from ._layout import ALL_LAYOUTS, LAYOUTS, check_out, layout_placement
+from . import _ad, _config
+from ._deriv import Deriv
+from ._dtypes import float_dtype
+from ._expand import build_expand_plan
+from ._layout import ALL_LAYOUTS, check_out, layout_placement
 from ._layout import prod as _prod
+
+__all__ = ["NUMPY", "REGISTRY", "UFUNCS", "Op", "implements", "op_jacobian", "op_product"]
 
 _ndarray = np.ndarray
 _asarray = np.asarray
 
-LETTERS = string.ascii_lowercase
+REGISTRY: dict[str, Op] = {}  # every rule, public or not
+NUMPY: dict[Callable[..., Any], Any] = {}  # numpy function -> the op (or composite) implementing it
+UFUNCS: dict[np.ufunc, Op] = {}  # numpy ufunc -> the op implementing it
+
+_NOVALUE = getattr(np, "_NoValue", None)
+# numpy keywords an op accepts only at their default (they change nothing then)
+_NUMPY_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "dtype": (None,),
+    "out": (None,),
+    "initial": (_NOVALUE,),
+    "where": (_NOVALUE, True),
+    "order": ("K", "C", "A", None),
+    "casting": ("same_kind",),
+    "subok": (True,),
+    "signature": (None,),
+    "copy": (None, True, False),
+    "like": (None,),
+}
 
 
-def parse_axes(spec: str) -> tuple[str, ...]:
-    """``"ij"`` -> ("i", "j"); ``"(ik)(jl)"`` -> ("ik", "jl"); ``"()"`` is a size-1 axis."""
-    axes: list[str] = []
-    group: list[str] | None = None
-    for ch in spec:
-        if ch == "(":
-            group = []
-        elif ch == ")":
-            assert group is not None
-            axes.append("".join(group))
-            group = None
-        elif ch == " ":
-            continue
-        elif group is not None:
-            group.append(ch)
-        else:
-            axes.append(ch)
-    return tuple(axes)
+def implements(*funcs: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a composite handler: a numpy function written with other numpy calls.
 
-
-class Deriv:
-    """The Jacobian of one op with respect to one argument, for fixed shapes.
-
-    out, inp : axis specs of F's and X's axes (see :func:`parse_axes`).
-    terms    : ``[(coef, (letters_of_factor_0, letters_of_factor_1, ...)), ...]``;
-               the factor arrays are consecutive slots of ``factors(*args)``.
-    factors  : callable taking the op's (dtype-resolved) arguments and
-               returning every term's factor arrays, flattened in order.
-    sizes    : letter sizes that cannot be read off unfused axes.
-    vjp, jvp : optional structured formulas ``vjp(G, *args)`` / ``jvp(V, *args)``
-               where G is (batch, *out_shape) and V is (batch, *in_shape) with one
-               flattened batch axis.  Without them both are einsum contractions
-               of ``terms`` (see tensorjac._ad).
+    Inside a differentiated function, ``func(*args, **kwargs)`` on traced arrays
+    runs ``handler(*args, **kwargs)``, whose numpy calls are traced in turn.
     """
 
-    __slots__ = ("factors", "inp", "jvp", "out", "sizes", "terms", "vjp")
+    def deco(handler: Callable[..., Any]) -> Callable[..., Any]:
+        for f in funcs:
+            if f in NUMPY:
+                raise AssertionError(f"{f} is implemented twice")
+            NUMPY[f] = handler
+        return handler
 
-    def __init__(
-        self,
-        out: str,
-        inp: str,
-        terms: Sequence[tuple[complex, tuple[str, ...]]],
-        factors: Callable[..., tuple[np.ndarray, ...]] = lambda *a: (),
-        sizes: dict[str, int] | None = None,
-        vjp: Callable[..., np.ndarray] | None = None,
-        jvp: Callable[..., np.ndarray] | None = None,
-    ) -> None:
-        self.vjp = vjp
-        self.jvp = jvp
-        self.out = parse_axes(out)
-        self.inp = parse_axes(inp)
-        self.terms = tuple((coef, tuple(fs)) for coef, fs in terms)
-        self.factors = factors
-        self.sizes = dict(sizes or {})
-
-    @property
-    def is_diagonal(self) -> bool:
-        """True when the Jacobian is δ(m, n) times something: an elementwise rule."""
-        return (
-            self.out == self.inp
-            and all(len(a) == 1 for a in self.out)
-            and len(set(self.out)) == len(self.out)
-        )
-
-    def letter_sizes(self, out_shape: Sequence[int], in_shape: Sequence[int]) -> dict[str, int]:
-        sizes = dict(self.sizes)
-        inferred: dict[str, int] = {}
-        for axes, shape in ((self.out, out_shape), (self.inp, in_shape)):
-            if len(axes) != len(shape):
-                raise AssertionError(f"rule declares {len(axes)} axes for shape {tuple(shape)}")
-            for ax, n in zip(axes, shape):
-                if len(ax) == 1 and ax not in self.sizes:
-                    if inferred.setdefault(ax, n) != n:
-                        raise AssertionError(f"letter {ax!r} has sizes {inferred[ax]} and {n}")
-        sizes.update(inferred)
-        for axes, shape in ((self.out, out_shape), (self.inp, in_shape)):
-            for ax, n in zip(axes, shape):
-                missing = [c for c in ax if c not in sizes]
-                if len(missing) == 1:
-                    known = 1
-                    for c in ax:
-                        if c in sizes:
-                            known *= sizes[c]
-                    sizes[missing[0]] = n // known if known else 0
-                elif missing:
-                    raise AssertionError(f"fused axis {ax!r}: sizes of {missing} are not given")
-        return sizes
+    return deco
 
 
-def build_expand_plan(
-    deriv: Deriv, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], dtype: np.dtype
-) -> tuple[tuple[int, ...], Any]:
-    """Turn a Deriv into the C++ ExpandPlan for one layout."""
-    shape, out_place, in_place = layout_placement(layout, out_shape, in_shape)
-    sizes = deriv.letter_sizes(out_shape, in_shape)
-    letters = list(dict.fromkeys("".join(deriv.out) + "".join(deriv.inp)))
-    var = {c: i for i, c in enumerate(letters)}
-    bindings: list[tuple[int, int, int]] = []
-    for axes, places in ((deriv.out, out_place), (deriv.inp, in_place)):
-        for ax, place in zip(axes, places):
-            if place is None:
-                continue
-            dim, mult = place
-            for c in reversed(ax):  # C order inside a fused axis
-                bindings.append((var[c], dim, mult))
-                mult *= sizes[c]
-    cterms = []
-    slot = 0
-    for coef, groups in deriv.terms:
-        frefs = []
-        for g in groups:
-            unknown = set(g) - set(var)
-            if unknown:
-                raise AssertionError(f"factor letters {sorted(unknown)} are not bound to any axis")
-            frefs.append((slot, [var[c] for c in g]))
-            slot += 1
-        cterms.append((complex(coef), [sizes[c] for c in letters], bindings, frefs))
-    return shape, _core.ExpandPlan(cterms, list(shape), slot, dtype)
-
-
-# ----------------------------------------------------------------------------- dtypes
-
-
-def result_dtype(op: Op, arrs: Sequence[np.ndarray]) -> np.dtype:
-    """numpy promotion of the inputs; integers and bools become float64."""
-    for name, a in zip(op.argnames, arrs):
-        if a.dtype.kind not in "biufc":
-            raise TypeError(
-                f"{op.name}: argument {name!r} has non-numeric dtype {a.dtype}; "
-                "expected float32, float64, complex128 or an integer type"
-            )
-    dt = np.result_type(*arrs) if arrs else np.dtype(np.float64)
-    if dt.kind in "biu":
-        return np.dtype(np.float64)
-    if dt.kind == "f":
-        if dt.itemsize > 8:
-            raise TypeError(f"{op.name}: dtype {dt} is not supported (use float32 or float64)")
-        return np.dtype(np.float32) if dt.itemsize <= 4 else np.dtype(np.float64)
-    if dt.itemsize > 16:
-        raise TypeError(f"{op.name}: dtype {dt} is not supported (use complex64 or complex128)")
-    if not op.holomorphic:
+def op_dtype(op: Op, arrs: Sequence[np.ndarray]) -> np.dtype:
+    """The op's dtype: the package's one rule, plus the holomorphy check for complex input."""
+    dts = [float_dtype(a.dtype, f"{op.name}: argument {name!r}") for name, a in zip(op.arg_names(len(arrs)), arrs)]
+    dt = np.result_type(*dts).newbyteorder("=") if dts else np.dtype(np.float64)
+    if dt.kind == "c" and not op.holomorphic:
         raise TypeError(
             f"{op.name} is not holomorphic, so it has no complex Jacobian; "
-            f"got complex input ({dt}). Pass real arrays."
+            f"got complex input ({dt}). Pass real arrays, or use tj.fd.jacobian on real and imaginary parts."
         )
     return dt
 
 
 @dataclass(slots=True)  # slotted: attribute reads are on the per-call hot path
 class _Plan:
-    """A validated, cached (op, wrt, layout, shapes, dtypes): everything a call needs."""
+    """A validated, cached (op, wrt, layout, shapes, dtypes, params): everything a call needs."""
 
     dtype: np.dtype
     cast: bool  # some argument must be converted to dtype first
@@ -193,11 +94,11 @@ class _Plan:
     deriv: Deriv
     out_shape: tuple[int, ...]
     in_shape: tuple[int, ...]
+    params: dict[str, Any]
 
 
 # Plan-cache keys: (wrt, layout, shape0, dtype0, shape1, dtype1, ...).  Spelled
-# out per arity because this is on the per-call hot path (~0.3 us cheaper than
-# a comprehension).
+# out per arity because this is on the per-call hot path.
 def _key_any(w: Any, l: Any, a: Sequence[np.ndarray]) -> tuple:
     return (w, l, *[x for arr in a for x in (arr.shape, arr.dtype)])
 
@@ -210,10 +111,12 @@ _KEYS: dict[int, Callable[[Any, Any, Sequence[np.ndarray]], tuple]] = {
 
 
 class Op:
-    """A tensorjac op: call it for its value; ``.jacobian`` for closed-form derivatives.
+    """A tensorjac op: call it for its value; ``.jacobian``, ``.vjp`` and ``.jvp`` for derivatives.
 
-    Ops are defined by a value function, a shape rule and a derivative rule
-    returning a :class:`Deriv` for each argument.
+    Every op is one rule: a value function, a shape rule and a derivative
+    rule returning a :class:`~tensorjac.Deriv` for each argument.  Ops work
+    on numpy arrays and, unchanged, inside functions given to
+    :func:`tensorjac.jacobian`.
     """
 
     _MAX_PLANS = 512
@@ -226,114 +129,219 @@ class Op:
         shape: Callable[..., tuple[int, ...]],
         deriv: Callable[..., Deriv],
         *,
+        params: dict[str, Any] | None = None,
         holomorphic: bool = True,
         elementwise: bool = False,
         doc: str = "",
+        numpy: Sequence[Any] = (),
+        numpy_extra: Sequence[str] = (),
+        example: Callable[[np.random.Generator], tuple] | None = None,
+        variadic: bool = False,
+        normalize: Callable[..., dict[str, Any]] | None = None,
+        public: bool = True,
+        register: bool = True,
     ) -> None:
         self.name = name
-        self.elementwise = elementwise  # its Jacobian is diagonal: layout="diagonal" allowed
         self.__name__ = name
         self.__qualname__ = name
         self.argnames = argnames
+        self.params = dict(params or {})
+        self.elementwise = elementwise  # its Jacobian is diagonal: layout="diagonal" allowed
+        self.holomorphic = holomorphic
+        self.variadic = variadic
+        self.public = public
+        self.example = example
         self._value = value
         self._shape = shape
         self._deriv = deriv
-        self.holomorphic = holomorphic
-        self.__doc__ = doc
-        self._nargs = len(argnames)
+        self._normalize = normalize
+        self._nargs = -1 if variadic else len(argnames)
         self._keyfn = _KEYS.get(self._nargs, _key_any)
         self._plans: dict[tuple, _Plan] = {}
-        self._dtypes: dict[tuple, tuple[np.dtype, tuple[int, ...]]] = {}
+        self._derivs: dict[tuple, Deriv] = {}
+        self._numpy_extra = tuple(numpy_extra)
+        # tensorjac's own signature takes parameters by keyword only (tj.sum(X, axis=1)), so that a
+        # surplus array argument is an arity error; numpy's allows them by position (np.sum(x, 1))
+        kind, kw = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+        if variadic:
+            ps = [inspect.Parameter(argnames[0], inspect.Parameter.VAR_POSITIONAL)]
+        else:
+            ps = [inspect.Parameter(n, kind) for n in argnames]
+        own = [inspect.Parameter(p, kw, default=d) for p, d in self.params.items()]
+        self.__signature__ = inspect.Signature(ps + own)
+        positional = [inspect.Parameter(p, kw if variadic else kind, default=d) for p, d in self.params.items()]
+        extra = [inspect.Parameter(p, kw, default=_NUMPY_DEFAULTS[p][0]) for p in self._numpy_extra]
+        self._numpy_signature = inspect.Signature(ps + positional + extra)
+        # each op is an instance of its own subclass, so help(tj.<op>) shows its docs and methods
+        self.__class__ = type(name, (Op,), {"__doc__": doc or Op.__doc__, "__module__": "tensorjac"})
+        if register:
+            REGISTRY[name] = self
+            for f in numpy:
+                if isinstance(f, np.ufunc):
+                    UFUNCS[f] = self
+                else:
+                    NUMPY[f] = self
 
     def __repr__(self) -> str:
-        return f"<tensorjac op {self.name}({', '.join(self.argnames)})>"
+        return f"<tensorjac op {self.name}{self.__signature__}>"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        return (_registered, (self.name,))
+
+    def arg_names(self, n: int) -> tuple[str, ...]:
+        if self.variadic:
+            return tuple(f"{self.argnames[0]}[{i}]" for i in range(n))
+        return self.argnames
 
     # -- argument handling ---------------------------------------------------
+    def bind(self, args: tuple, kwargs: dict[str, Any], numpy: bool = False) -> tuple[tuple, dict[str, Any]]:
+        """Split a call into (array arguments, parameters), as the op's signature says."""
+        sig = self._numpy_signature if numpy else self.__signature__
+        try:
+            b = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            n = "any number of" if self.variadic else str(len(self.argnames))
+            raise TypeError(
+                f"{self.name}{self.__signature__} takes {n} array argument(s); got {len(args)} positional "
+                f"and {sorted(kwargs)} by keyword: {e}"
+            ) from None
+        b.apply_defaults()
+        a = b.arguments
+        if self.variadic:
+            arrays = tuple(a[self.argnames[0]])
+        else:
+            arrays = tuple(a[n] for n in self.argnames)
+        params = {p: a[p] for p in self.params}
+        for p in self._numpy_extra if numpy else ():
+            if not any(a[p] is d or (type(a[p]) is type(d) and a[p] == d) for d in _NUMPY_DEFAULTS[p]):
+                raise TypeError(
+                    f"tensorjac: {self.name}(..., {p}={a[p]!r}) is not supported inside a differentiated "
+                    "function; leave it at its default, or use tj.fd.jacobian"
+                )
+        return arrays, params
+
     def _arrays(self, args: tuple) -> tuple[np.ndarray, ...]:
-        if len(args) != len(self.argnames):
+        if not self.variadic and len(args) != len(self.argnames):
             raise TypeError(
                 f"{self.name}() takes {len(self.argnames)} array argument(s) "
                 f"({', '.join(self.argnames)}), got {len(args)}"
             )
         return tuple(map(np.asarray, args))
 
-    def _resolve(self, arrs: tuple[np.ndarray, ...]) -> tuple[np.dtype, tuple[int, ...]]:
-        """dtype and output shape, validated once per (shapes, dtypes)."""
-        key = tuple(a.shape for a in arrs) + tuple(a.dtype for a in arrs)
-        hit = self._dtypes.get(key)
-        if hit is None:
-            dt = result_dtype(self, arrs)
-            out_shape = tuple(self._shape(*(a.shape for a in arrs)))
-            if len(self._dtypes) > self._MAX_PLANS:
-                self._dtypes.clear()
-            hit = self._dtypes[key] = (dt, out_shape)
-        return hit
+    def normalize(self, shapes: Sequence[tuple[int, ...]], params: dict[str, Any]) -> dict[str, Any]:
+        """Canonical, hashable parameters for these shapes (validated)."""
+        if not self.params:
+            return params
+        if len(params) != len(self.params):
+            params = {**self.params, **params}
+        if self._normalize is None:
+            return params
+        return self._normalize(tuple(shapes), **params)
+
+    def out_shape(self, shapes: Sequence[tuple[int, ...]], params: dict[str, Any]) -> tuple[int, ...]:
+        return tuple(self._shape(*shapes, **params))
+
+    def value(self, arrays: Sequence[Any], params: dict[str, Any]) -> Any:
+        return self._value(*arrays, **params)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) != self._nargs:
+            args, params = self.bind(args, kwargs)
+        else:
+            params = {}
+        for a in args:
+            apply = getattr(type(a), "__tj_apply__", None)
+            if apply is not None:  # a traced array: record the op (tensorjac._trace)
+                return apply(self, args, params)
+        arrs = self._arrays(args)
+        dt = op_dtype(self, arrs)
+        params = self.normalize([a.shape for a in arrs], params)
+        self.out_shape([a.shape for a in arrs], params)  # validates shapes with a clear message
+        return np.asarray(self._value(*self._cast(arrs, dt), **params))
 
     def _cast(self, arrs: Sequence[np.ndarray], dt: np.dtype) -> list[np.ndarray]:
         return [a if a.dtype == dt else a.astype(dt) for a in arrs]
 
-    def __call__(self, *args: Any) -> np.ndarray:
-        arrs = self._arrays(args)
-        dt, _ = self._resolve(arrs)
-        return np.asarray(self._value(*self._cast(arrs, dt)))
-
-    def wrt_index(self, wrt: Any) -> int:
-        n = len(self.argnames)
+    def wrt_index(self, wrt: Any, nargs: int | None = None) -> int:
+        names = self.arg_names(nargs if nargs is not None else len(self.argnames))
+        n = len(names)
         if isinstance(wrt, str):
-            if wrt not in self.argnames:
-                raise ValueError(f"{self.name}: wrt={wrt!r} is not one of its arguments {self.argnames}")
-            return self.argnames.index(wrt)
+            if wrt not in names:
+                raise ValueError(f"{self.name}: wrt={wrt!r} is not one of its arguments {names}")
+            return names.index(wrt)
         if isinstance(wrt, bool) or not isinstance(wrt, (int, np.integer)):
             raise TypeError(f"{self.name}: wrt must be an argument index or name, got {wrt!r}")
         if not -n <= wrt < n:
-            raise IndexError(
-                f"{self.name}: wrt={wrt} is out of range for {n} argument(s) ({', '.join(self.argnames)})"
-            )
+            raise IndexError(f"{self.name}: wrt={wrt} is out of range for {n} argument(s) ({', '.join(names)})")
         return int(wrt) % n
 
-    def deriv(self, wrt: int, shapes: Sequence[tuple[int, ...]]) -> Deriv:
-        return self._deriv(wrt, *shapes)
+    def deriv(self, wrt: int, shapes: Sequence[tuple[int, ...]], params: dict[str, Any] | None = None) -> Deriv:
+        """The rule's Deriv for argument ``wrt`` at these shapes and (normalized) parameters; cached."""
+        params = params or {}
+        try:
+            key: tuple | None = (wrt, tuple(shapes), tuple(params.items()))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None:
+            d = self._derivs.get(key)
+            if d is not None:
+                return d
+        d = self._deriv(wrt, *shapes, **params)
+        if key is not None:
+            if len(self._derivs) > self._MAX_PLANS:
+                self._derivs.clear()
+            self._derivs[key] = d
+        return d
 
-    def _key(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> tuple:
-        return self._keyfn(wrt, layout, arrs)
-
-    def _plan(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any) -> _Plan:
-        """Validate once per (wrt, layout, shapes, dtypes) and cache the expand plan.
+    def _plan(self, arrs: Sequence[np.ndarray], wrt: Any, layout: Any, params: dict[str, Any]) -> _Plan:
+        """Validate once per (wrt, layout, shapes, dtypes, params) and cache the expand plan.
 
         The cache is keyed by the validated argument index, so ``wrt=True`` or
         ``wrt=1.0`` can never hit an entry made for ``wrt=1``.
         """
-        w = self.wrt_index(wrt)
+        w = self.wrt_index(wrt, len(arrs))
         if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
-        key = self._key(arrs, w, layout)
+        key = self._keyfn(w, layout, arrs)
+        if params:
+            key = key + tuple(params.items())
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        if layout == "diagonal" and not self.elementwise:
-            raise ValueError(
-                f"layout='diagonal' is only for elementwise ops; {self.name} is not one "
-                f"(use one of {', '.join(LAYOUTS)})"
-            )
-        dt, out_shape = self._resolve(tuple(arrs))
+        dt = op_dtype(self, arrs)
+        shapes = [a.shape for a in arrs]
+        nparams = self.normalize(shapes, params)
+        out_shape = self.out_shape(shapes, nparams)
         in_shape = arrs[w].shape
-        d = self.deriv(w, [a.shape for a in arrs])
-        if layout == "diagonal" and not d.is_diagonal:
-            raise AssertionError(f"{self.name} is marked elementwise but its rule is not diagonal")
+        d = self.deriv(w, shapes, nparams)
+        if layout == "diagonal" and not (d.is_diagonal and out_shape == in_shape):
+            raise ValueError(
+                f"layout='diagonal' is only for elementwise Jacobians; {self.name} "
+                f"with these shapes is not one (use one of tensor, gradient, numerator, matrix, vec)"
+            )
         shape, _, _ = layout_placement(layout, out_shape, in_shape)
         if _prod(shape) * dt.itemsize >= 1 << 62:  # beyond any budget, and beyond int64 strides
             _config.check_budget(shape, dt.itemsize)
         shape, core = build_expand_plan(d, layout, out_shape, in_shape, dt)
+        factors = d.factors
+        if d.uses_value:
+            base = d.factors
+
+            def factors(*a: np.ndarray) -> tuple[np.ndarray, ...]:
+                return tuple(base(*a, value=None))
+
         plan = _Plan(
             dtype=dt,
             cast=any(a.dtype != dt for a in arrs),
             shape=shape,
             nbytes=_prod(shape) * dt.itemsize,
             core=core,
-            factors=d.factors,
+            factors=factors,
             deriv=d,
             out_shape=out_shape,
             in_shape=in_shape,
+            params=nparams,
         )
         if len(self._plans) > self._MAX_PLANS:
             self._plans.clear()
@@ -347,63 +355,78 @@ class Op:
         layout: str = "tensor",
         out: np.ndarray | None = None,
         num_threads: int | None = None,
+        **kwargs: Any,
     ) -> np.ndarray:
-        """Closed-form Jacobian of this op with respect to argument ``wrt``.
+        """Closed-form Jacobian ``T[m..., n...] = d op(*args)[m...] / d args[wrt][n...]``.
 
         ``layout`` is one of "tensor" (default, ``out.shape + in.shape``),
-        "gradient", "numerator", "matrix", "vec" (see docs/layouts.md) or,
-        for elementwise Jacobians, "diagonal".  ``out=`` is filled in place
-        and returned; its shape and dtype must match exactly.
+        "gradient", "numerator", "matrix", "vec" (see the layouts page of the
+        docs) or, for elementwise Jacobians, "diagonal".  ``out=`` is filled in
+        place and returned; its shape and dtype must match exactly.
+        Parameters of the op (e.g. ``axis=``) are passed as keywords.
         """
-        return jacobian(self, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads)
+        return op_jacobian(self, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
+
+    def vjp(self, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None,
+            **kwargs: Any) -> np.ndarray:
+        """Batched vector-Jacobian product: cotangent (*batch, *out.shape) -> (*batch, *in.shape).
+
+        ``res[b, n...] = sum_m cotangent[b, m...] J[m..., n...]``, without building J.
+        """
+        return op_product(self, args, kwargs, cotangent, wrt, num_threads, "vjp")
+
+    def jvp(self, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None,
+            **kwargs: Any) -> np.ndarray:
+        """Batched Jacobian-vector product: tangent (*batch, *in.shape) -> (*batch, *out.shape).
+
+        ``res[b, m...] = sum_n J[m..., n...] tangent[b, n...]``, without building J.
+        """
+        return op_product(self, args, kwargs, tangent, wrt, num_threads, "jvp")
 
 
-def not_an_op(op: Any, what: str) -> TypeError:
-    name = getattr(op, "__name__", type(op).__name__)
-    return TypeError(
-        f"tj.{what} computes closed forms only for tensorjac ops (tj.matmul, tj.inv, ...); "
-        f"{name!r} is not one. For an arbitrary Python function use tj.fd.jacobian(f, x)."
-    )
+def _registered(name: str) -> Op:
+    return REGISTRY[name]
 
 
-def need_op(op: Any, what: str) -> Op:
-    """``op`` itself if it is a tensorjac op, else the TypeError pointing to tj.fd."""
-    if not isinstance(op, Op):
-        raise not_an_op(op, what)
-    return op
+def _op_args(op: Op, args: tuple, kwargs: dict[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    if kwargs or len(args) != op._nargs:
+        args, params = op.bind(args, kwargs)
+    else:
+        params = {}
+    if op._nargs >= 0 and len(args) != op._nargs:
+        op._arrays(args)  # raises the arity TypeError
+    return [a if type(a) is _ndarray else _asarray(a) for a in args], params
 
 
-def jacobian(
+def op_jacobian(
     op: Op,
     *args: Any,
-    wrt: int | str = 0,
+    wrt: Any = 0,
     layout: str = "tensor",
     out: np.ndarray | None = None,
     num_threads: int | None = None,
-) -> np.ndarray:
-    """Closed-form Jacobian of a tensorjac op; the same as ``op.jacobian(*args, ...)``.
-
-    Returns ``T[m..., n...] = d op(*args)[m...] / d args[wrt][n...]`` in the
-    requested layout: "tensor" (default, ``out.shape + in.shape``), "gradient",
-    "numerator", "matrix", "vec" (docs/layouts.md), or "diagonal" (``f'(x)``)
-    for elementwise Jacobians.  ``out=`` is filled in place and returned; its
-    shape and dtype must match exactly.  The dtype follows numpy promotion of
-    the inputs, with integers treated as float64.
-    """
-    if not isinstance(op, Op):
-        raise not_an_op(op, "jacobian")
-    if len(args) != op._nargs:
-        op._arrays(args)  # raises the arity TypeError
+    **kwargs: Any,
+) -> Any:
+    """Closed-form Jacobian of one op (the hot path of ``tj.jacobian(op, ...)``)."""
+    if kwargs or len(args) != op._nargs:
+        arrs, params = _op_args(op, args, kwargs)
+    else:  # the common case: positional arrays, no parameters
+        arrs, params = [a if type(a) is _ndarray else _asarray(a) for a in args], {}
+    if isinstance(wrt, tuple):
+        if out is not None:
+            raise ValueError("out= is not supported with a tuple wrt; call once per argument")
+        return tuple(
+            op_jacobian(op, *arrs, wrt=w, layout=layout, num_threads=num_threads, **params) for w in wrt
+        )
     # The hot path: a cached plan, one factor evaluation, one kernel call.
-    arrs = [a if type(a) is _ndarray else _asarray(a) for a in args]
     plan = None
-    if type(wrt) is int and wrt >= 0:  # the common case; anything else is validated first
+    if type(wrt) is int and wrt >= 0 and not params:  # anything else is validated first
         try:
             plan = op._plans.get(op._keyfn(wrt, layout, arrs))
         except TypeError:  # unhashable layout
             pass
     if plan is None:
-        plan = op._plan(arrs, wrt, layout)
+        plan = op._plan(arrs, wrt, layout, params)
     if plan.cast:
         arrs = op._cast(arrs, plan.dtype)
     if out is None:
@@ -416,20 +439,43 @@ def jacobian(
     )
 
 
-# The products with vectors live in tensorjac._ad; Op delegates to it.
-def _op_vjp(self: Op, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None) -> np.ndarray:
-    """Batched vector-Jacobian product: cotangent (*batch, *out.shape) -> (*batch, *in.shape)."""
-    from . import _ad
-
-    return _ad.vjp(self, *args, cotangent=cotangent, wrt=wrt, num_threads=num_threads)
-
-
-def _op_jvp(self: Op, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None) -> np.ndarray:
-    """Batched Jacobian-vector product: tangent (*batch, *in.shape) -> (*batch, *out.shape)."""
-    from . import _ad
-
-    return _ad.jvp(self, *args, tangent=tangent, wrt=wrt, num_threads=num_threads)
-
-
-Op.vjp = _op_vjp  # type: ignore[attr-defined]
-Op.jvp = _op_jvp  # type: ignore[attr-defined]
+def op_product(op: Op, args: tuple, kwargs: dict[str, Any], vec: Any, wrt: Any, num_threads: int | None,
+               mode: str) -> Any:
+    """Batched VJP or JVP of one op (``tj.vjp(op, ...)`` / ``tj.jvp(op, ...)``)."""
+    nt = _config.resolve_threads(num_threads)
+    arrs, params = _op_args(op, args, kwargs)
+    if isinstance(wrt, tuple):
+        if mode == "vjp":
+            return tuple(op_product(op, tuple(arrs), params, vec, w, num_threads, mode) for w in wrt)
+        if not isinstance(vec, (tuple, list)) or len(vec) != len(wrt):
+            raise ValueError(f"{op.name}.jvp: with wrt={wrt!r}, tangent must be a tuple of {len(wrt)} arrays")
+        parts = [op_product(op, tuple(arrs), params, v, w, num_threads, mode) for v, w in zip(vec, wrt)]
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        return total
+    plan = op._plan(arrs, wrt, "tensor", params)  # validates wrt, shapes and dtypes (cached)
+    d, out_shape, in_shape = plan.deriv, plan.out_shape, plan.in_shape
+    vname = "cotangent" if mode == "vjp" else "tangent"
+    V = np.asarray(vec)
+    src_shape, dst_shape = (out_shape, in_shape) if mode == "vjp" else (in_shape, out_shape)
+    k = len(src_shape)
+    if V.ndim < k or V.shape[V.ndim - k :] != src_shape:
+        side = "output" if mode == "vjp" else f"input {op.arg_names(len(arrs))[op.wrt_index(wrt, len(arrs))]!r}"
+        raise ValueError(
+            f"{op.name}.{mode}: {vname} has shape {V.shape}, but its trailing axes must equal "
+            f"the {side} shape {src_shape} (after any leading batch axes): expected "
+            f"(*batch, {', '.join(map(str, src_shape))}{',' if len(src_shape) == 1 else ''})"
+        )
+    dt = plan.dtype
+    if V.dtype != dt:
+        dt = np.result_type(dt, float_dtype(V.dtype, f"{op.name}.{mode}: {vname}")).newbyteorder("=")
+    batch = V.shape[: V.ndim - k]
+    nb = _prod(batch)
+    Vf = V.astype(dt, copy=False).reshape((nb, *src_shape))
+    cargs = op._cast(arrs, plan.dtype) if plan.cast else list(arrs)
+    R = _ad.apply_deriv(d, mode, cargs, Vf, out_shape, in_shape, dt, nt)
+    R = R.reshape(batch + dst_shape)
+    if np.may_share_memory(R, V):  # e.g. transpose's VJP is a view: never alias the caller's array
+        R = R.copy()
+    return R

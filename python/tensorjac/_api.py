@@ -1,0 +1,408 @@
+"""The public derivative functions: ``jacobian``, ``value_and_jacobian``, ``grad``, ``vjp``, ``jvp``.
+
+Each accepts a tensorjac op (closed form, the fast path) or any Python
+callable written with plain numpy, which is traced (tensorjac._trace) and
+differentiated exactly (tensorjac._engine).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _config
+from ._dtypes import as_float_array, result_dtype
+from ._engine import forward, forward_terms, reverse
+from ._layout import ALL_LAYOUTS, Layout, check_out, layout_placement, prod
+from ._rule import Op, op_jacobian, op_product
+from ._terms import Algebra, Term, materialize
+from ._trace import Node, Trace, Tracer
+
+__all__ = ["grad", "jacobian", "jvp", "value_and_jacobian", "vjp"]
+
+
+# ----------------------------------------------------------------------------- tracing a call
+
+
+class _Call:
+    """One traced evaluation of ``f(*args, **kwargs)`` with the ``wrt`` arguments traced."""
+
+    def __init__(self, what: str, f: Callable[..., Any], args: tuple, kwargs: dict[str, Any], wrt: Any) -> None:
+        if not callable(f):
+            raise TypeError(f"{what}: f must be a tensorjac op or a callable, got {type(f).__name__}")
+        self.what = what
+        self.tuple_wrt = isinstance(wrt, (tuple, list))
+        wrts = list(wrt) if self.tuple_wrt else [wrt]
+        if not wrts:
+            raise ValueError(f"{what}: wrt is an empty tuple; name at least one argument")
+        alist = list(args)
+        kwargs = dict(kwargs)
+        self.keys = [self._resolve(f, w, alist, kwargs) for w in wrts]
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"{what}: wrt={wrt!r} names the same argument twice")
+        self.trace = Trace()
+        self.in_names: list[str] = []
+        self.in_dtypes: list[np.dtype] = []
+        for key in self.keys:
+            name = f"argument {key!r}" if isinstance(key, str) else f"argument {key}"
+            self.in_names.append(name)
+            raw = kwargs[key] if isinstance(key, str) else alist[key]
+            x = as_float_array(raw, f"{what}: {name}")
+            x = x.view()
+            x.flags.writeable = False  # f sees the values, never a way to write to the caller's array
+            self.in_dtypes.append(x.dtype)
+            tr = self.trace.input(x)
+            if isinstance(key, str):
+                kwargs[key] = tr
+            else:
+                alist[key] = tr
+        res = f(*alist, **kwargs)
+        self.tuple_out = isinstance(res, (tuple, list))
+        outs = list(res) if self.tuple_out else [res]
+        self.out_nodes: list[Node] = []
+        self.out_values: list[np.ndarray] = []
+        for i, o in enumerate(outs):
+            if type(o) is Tracer:
+                node = o._get()
+            else:
+                v = np.asarray(o) if not isinstance(o, (str, bytes)) else np.asarray(object())
+                if v.dtype.kind not in "biufc":
+                    raise TypeError(
+                        f"{what}: f returned {type(o).__name__}"
+                        + (f" as output {i}" if self.tuple_out else "")
+                        + "; expected a numpy array, a number, or a tuple of them"
+                    )
+                node = Node(None, {}, (), (), v, False, -1)
+            self.out_nodes.append(node)
+            self.out_values.append(node.value)
+
+    @staticmethod
+    def _resolve(f: Callable[..., Any], w: Any, args: list, kwargs: dict[str, Any]) -> int | str:
+        if isinstance(w, str):
+            if w in kwargs:
+                return w
+            try:
+                params = list(inspect.signature(f).parameters.values())
+            except (TypeError, ValueError):
+                raise ValueError(f"wrt={w!r}: cannot read the argument names of {f!r}; pass an index") from None
+            pos = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            if w in pos and pos.index(w) < len(args):
+                return pos.index(w)
+            names = pos[: len(args)] + list(kwargs)
+            raise ValueError(f"wrt={w!r} is not one of the arguments passed to f ({', '.join(names) or 'none'})")
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
+            raise TypeError(f"wrt must be an argument index, an argument name, or a tuple of them; got {w!r}")
+        n = len(args)
+        if not -n <= w < n:
+            raise IndexError(f"wrt={w} is out of range for {n} positional argument(s)")
+        return int(w) % n
+
+    def dtype(self, i: int, k: int) -> np.dtype:
+        return result_dtype(self.what, [("f's output", self.out_values[i].dtype), (self.in_names[k], self.in_dtypes[k])])
+
+    def values(self) -> Any:
+        vals = [v.copy() if not v.flags.writeable else v for v in self.out_values]
+        vals = [v[()] if v.ndim == 0 and not isinstance(v, np.ndarray) else v for v in vals]
+        return tuple(vals) if self.tuple_out else vals[0]
+
+    def shape_result(self, res: list[list[Any]]) -> Any:
+        per_out = [tuple(r) if self.tuple_wrt else r[0] for r in res]
+        return tuple(per_out) if self.tuple_out else per_out[0]
+
+
+# ----------------------------------------------------------------------------- jacobian
+
+
+def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> Any:
+    nt = 0 if num_threads is None else _config.resolve_threads(num_threads)
+    if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
+    nout, nin = len(call.out_nodes), len(call.keys)
+    outs_flat: list[Any] = [None] * (nout * nin)
+    if out is not None:
+        if nout * nin == 1:
+            outs_flat = [out]
+        else:
+            flat = [o for row in (out if call.tuple_out else [out]) for o in (row if call.tuple_wrt else [row])]
+            if len(flat) != nout * nin:
+                raise ValueError("out= must have the same tuple structure as the result")
+            outs_flat = flat
+    in_shapes = [n.value.shape for n in call.trace.inputs]
+    alg = Algebra()
+    scalar = all(v.size == 1 for v in call.out_values)
+    if scalar:  # reverse accumulation: one backward sweep per output
+        terms_per_out = []
+        for i, node in enumerate(call.out_nodes):
+            dt = np.result_type(*[call.dtype(i, k) for k in range(nin)])
+            cot = np.ones((1, *node.value.shape), dtype=dt)
+            grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, nt)
+            row = {}
+            for k, g in enumerate(grads):
+                if g is not None:
+                    row[k] = [_gradient_term(alg, g[0], node.value.shape)]
+            terms_per_out.append(row)
+    else:
+        terms_per_out = forward_terms(call.trace, call.out_nodes, call.trace.inputs, alg)
+    res: list[list[Any]] = []
+    for i, node in enumerate(call.out_nodes):
+        row_res = []
+        for k in range(nin):
+            dt = call.dtype(i, k)
+            o = outs_flat[i * nin + k]
+            shape, _, _ = layout_placement(layout, node.value.shape, in_shapes[k])
+            if o is not None:
+                check_out(o, shape, dt, [n.value for n in call.trace.inputs])
+            terms = terms_per_out[i].get(k, [])
+            row_res.append(materialize(alg, terms, node.value.shape, in_shapes[k], layout, dt, o, nt))
+        res.append(row_res)
+    return call.shape_result(res)
+
+
+def _gradient_term(alg: Algebra, g: np.ndarray, out_shape: tuple[int, ...]) -> Term:
+    """The Jacobian of a size-1 output as a term: its gradient over the input's letters."""
+    inp = tuple((alg.new(n),) for n in g.shape)
+    out = tuple((alg.new(1),) for _ in out_shape)
+    return Term(1, out, inp, [(g, tuple(c for (c,) in inp))] if g.ndim else [(g, ())])
+
+
+def jacobian(
+    f: Any,
+    *args: Any,
+    wrt: Any = 0,
+    layout: Layout = "tensor",
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """The exact Jacobian of a tensorjac op or of any function written with plain numpy.
+
+    Returns ``T[m..., n...] = d f(*args)[m...] / d args[wrt][n...]``.
+
+    Parameters
+    ----------
+    f : tensorjac op or callable
+        A catalogue op (``tj.inv``, ...: closed forms, the fastest path) or any
+        Python function of numpy arrays written with numpy's operators,
+        ufuncs, ``np.*`` and ``np.linalg.*`` functions and array methods.
+        Nothing in it needs changing; see the docs for what is supported.
+        Unsupported functions raise TypeError pointing to :func:`tj.fd.jacobian`.
+    *args, **kwargs
+        The arguments of ``f``.  Arguments not named in ``wrt`` are constants,
+        passed to ``f`` unchanged.
+    wrt : int, str or tuple, default 0
+        The argument to differentiate: its position, its name, or a tuple of
+        them (then a tuple of Jacobians, from one evaluation of ``f``).
+    layout : {"tensor", "gradient", "numerator", "matrix", "vec", "diagonal"}
+        "tensor": ``out.shape + in.shape``; "gradient": ``in.shape + out.shape``;
+        "numerator": ``out.shape + in.shape[::-1]``; "matrix": ``(M, N)`` with
+        C-order flattening; "vec": ``(M, N)`` with column-major flattening;
+        "diagonal": only ``f'(x)`` for elementwise Jacobians.
+    out : ndarray, optional
+        Filled in place and returned; its shape and dtype must match exactly.
+    num_threads : int, optional
+        Threads of the C++ kernels for this call (results are bitwise identical
+        for any count).
+
+    Returns
+    -------
+    ndarray, or a tuple for a tuple ``wrt`` or a tuple-valued ``f``
+        (a tuple over outputs of tuples over ``wrt`` when both are tuples).
+        The dtype is the promotion of ``f``'s output and the input (integers
+        count as float64).
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> W, b = np.array([[1., 2.], [3., 4.]]), np.array([0.5, -0.5])
+    >>> J = tj.jacobian(lambda X: np.tanh(X @ W + b), np.zeros((1, 2)))
+    >>> J.shape
+    (1, 2, 1, 2)
+    >>> J[0, :, 0, :]                       # diag(1 - tanh^2(b)) W.T
+    array([[0.78644773, 2.35934319],
+           [1.57289547, 3.14579093]])
+    >>> tj.jacobian(lambda x: x @ x, np.array([1., 2.]))  # 2x
+    array([2., 4.])
+    """
+    if isinstance(f, Op):
+        return op_jacobian(f, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
+    call = _Call("tj.jacobian", f, args, kwargs, wrt)
+    return _jacobians(call, layout, out, num_threads)
+
+
+def value_and_jacobian(
+    f: Any,
+    *args: Any,
+    wrt: Any = 0,
+    layout: Layout = "tensor",
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """``(f(*args), jacobian(f, *args, ...))`` from a single evaluation of ``f``.
+
+    Takes the same arguments as :func:`jacobian`.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> v, J = tj.value_and_jacobian(lambda x: np.sum(x ** 2), np.array([1., 2.]))
+    >>> float(v), J
+    (5.0, array([2., 4.]))
+    """
+    if isinstance(f, Op):
+        arrs = [np.asarray(a) for a in args]
+        return f(*arrs, **{k: v for k, v in kwargs.items()}), op_jacobian(
+            f, *arrs, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs
+        )
+    call = _Call("tj.value_and_jacobian", f, args, kwargs, wrt)
+    return call.values(), _jacobians(call, layout, out, num_threads)
+
+
+def grad(f: Any, *args: Any, wrt: Any = 0, num_threads: int | None = None, **kwargs: Any) -> Any:
+    """The gradient of a scalar function, with the shape of the input.
+
+    ``f`` must return a single value of size 1 (a scalar, or an array of one
+    entry).  The gradient costs a small multiple of one evaluation of ``f``
+    (reverse accumulation).  For complex ``f`` it is the holomorphic
+    derivative, not conjugated.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> A = np.array([[2., 1.], [1., 3.]])
+    >>> tj.grad(lambda X: np.trace(A @ np.linalg.inv(X)), np.eye(2))   # -(X^-1 A X^-1)^T
+    array([[-2., -1.],
+           [-1., -3.]])
+    """
+    if isinstance(f, Op):
+        call = _Call("tj.grad", lambda *a, **k: f(*a, **k), args, kwargs, wrt)
+    else:
+        call = _Call("tj.grad", f, args, kwargs, wrt)
+    if call.tuple_out or call.out_values[0].size != 1:
+        shape = [v.shape for v in call.out_values] if call.tuple_out else call.out_values[0].shape
+        raise ValueError(
+            f"tj.grad needs a function with one scalar output; f returned shape {shape}. "
+            "Use tj.jacobian for vector-valued functions, or tj.vjp for products with a cotangent."
+        )
+    nt = 0 if num_threads is None else _config.resolve_threads(num_threads)
+    node = call.out_nodes[0]
+    dts = [call.dtype(0, k) for k in range(len(call.keys))]
+    dt = np.result_type(*dts)
+    grads = reverse(call.trace, [node], [np.ones((1, *node.value.shape), dt)], call.trace.inputs, dt, nt)
+    res = []
+    for k, g in enumerate(grads):
+        shape = call.trace.inputs[k].value.shape
+        res.append(np.zeros(shape, dts[k]) if g is None else g.reshape(shape).astype(dts[k], copy=False))
+    return tuple(res) if call.tuple_wrt else res[0]
+
+
+def _batch_of(what: str, name: str, V: np.ndarray, shape: tuple[int, ...], side: str) -> tuple[int, ...]:
+    k = len(shape)
+    if V.ndim < k or V.shape[V.ndim - k :] != shape:
+        raise ValueError(
+            f"{what}: {name} has shape {V.shape}, but its trailing axes must equal the {side} shape {shape} "
+            f"(after any leading batch axes): expected (*batch, {', '.join(map(str, shape))}"
+            f"{',' if len(shape) == 1 else ''})"
+        )
+    return V.shape[: V.ndim - k]
+
+
+def vjp(f: Any, *args: Any, cotangent: Any, wrt: Any = 0, num_threads: int | None = None, **kwargs: Any) -> Any:
+    """Batched vector-Jacobian products, never building the Jacobian.
+
+    ``cotangent`` has shape ``(*batch, *out.shape)`` (any number of leading batch
+    axes); the result has shape ``(*batch, *args[wrt].shape)``:
+    ``res[b, n...] = sum_m cotangent[b, m...] J[m..., n...]``.  For a tuple-valued
+    ``f`` pass a tuple of cotangents (same batch shape); a tuple ``wrt`` gives a
+    tuple of results.  Complex results use the plain transpose (no conjugation).
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> x = np.array([1., 2., 3.])
+    >>> tj.vjp(lambda x: x ** 2, x, cotangent=np.eye(3))   # the rows of diag(2x)
+    array([[2., 0., 0.],
+           [0., 4., 0.],
+           [0., 0., 6.]])
+    """
+    if isinstance(f, Op):
+        return op_product(f, args, kwargs, cotangent, wrt, num_threads, "vjp")
+    nt = _config.resolve_threads(num_threads)
+    call = _Call("tj.vjp", f, args, kwargs, wrt)
+    cots = list(cotangent) if call.tuple_out else [cotangent]
+    if call.tuple_out and (not isinstance(cotangent, (tuple, list)) or len(cotangent) != len(call.out_nodes)):
+        raise ValueError(f"tj.vjp: f returns {len(call.out_nodes)} outputs; pass a tuple of as many cotangents")
+    batch: tuple[int, ...] | None = None
+    Gs = []
+    dts = [call.dtype(i, k) for i in range(len(call.out_nodes)) for k in range(len(call.keys))]
+    arrs = [np.asarray(c) for c in cots]
+    dt = result_dtype("tj.vjp", [("the function's dtype", np.result_type(*dts))]
+                      + [(f"cotangent{'' if len(arrs) == 1 else f'[{i}]'}", a.dtype) for i, a in enumerate(arrs)])
+    for node, C in zip(call.out_nodes, arrs):
+        b = _batch_of("tj.vjp", "cotangent", C, node.value.shape, "output")
+        if batch is not None and b != batch:
+            raise ValueError(f"tj.vjp: cotangents have different batch shapes {batch} and {b}")
+        batch = b
+        Gs.append(C.astype(dt, copy=False).reshape((prod(b), *node.value.shape)))
+    assert batch is not None
+    nb = prod(batch)
+    for node in call.trace.inputs:
+        _config.check_budget((nb, *node.value.shape), dt.itemsize, what="VJP result")
+    grads = reverse(call.trace, call.out_nodes, Gs, call.trace.inputs, dt, nt)
+    res = []
+    for node, g in zip(call.trace.inputs, grads):
+        shape = node.value.shape
+        r = np.zeros((nb, *shape), dt) if g is None else g
+        r = r.reshape(batch + shape)
+        res.append(r.copy() if any(np.may_share_memory(r, a) for a in arrs) else r)
+    return tuple(res) if call.tuple_wrt else res[0]
+
+
+def jvp(f: Any, *args: Any, tangent: Any, wrt: Any = 0, num_threads: int | None = None, **kwargs: Any) -> Any:
+    """Batched Jacobian-vector products, never building the Jacobian.
+
+    ``tangent`` has shape ``(*batch, *args[wrt].shape)``; the result has shape
+    ``(*batch, *out.shape)``: ``res[b, m...] = sum_n J[m..., n...] tangent[b, n...]``.
+    For a tuple ``wrt`` pass a tuple of tangents (same batch shape): the result
+    is the total directional derivative.  A tuple-valued ``f`` gives a tuple.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> A = np.array([[1., 2.], [3., 4.]])
+    >>> tj.jvp(lambda x: A @ x, np.zeros(2), tangent=np.array([1., 0.]))
+    array([1., 3.])
+    """
+    if isinstance(f, Op):
+        return op_product(f, args, kwargs, tangent, wrt, num_threads, "jvp")
+    nt = _config.resolve_threads(num_threads)
+    call = _Call("tj.jvp", f, args, kwargs, wrt)
+    if call.tuple_wrt and (not isinstance(tangent, (tuple, list)) or len(tangent) != len(call.keys)):
+        raise ValueError(f"tj.jvp: with wrt={tuple(call.keys)!r}, tangent must be a tuple of {len(call.keys)} arrays")
+    tans = [np.asarray(t) for t in (tangent if call.tuple_wrt else [tangent])]
+    dts = [call.dtype(i, k) for i in range(len(call.out_nodes)) for k in range(len(call.keys))]
+    dt = result_dtype("tj.jvp", [("the function's dtype", np.result_type(*dts))]
+                      + [(f"tangent{'' if len(tans) == 1 else f'[{i}]'}", t.dtype) for i, t in enumerate(tans)])
+    batch: tuple[int, ...] | None = None
+    Ts = []
+    for node, name, T in zip(call.trace.inputs, call.in_names, tans):
+        b = _batch_of("tj.jvp", "tangent", T, node.value.shape, f"input ({name})")
+        if batch is not None and b != batch:
+            raise ValueError(f"tj.jvp: tangents have different batch shapes {batch} and {b}")
+        batch = b
+        Ts.append(T.astype(dt, copy=False).reshape((prod(b), *node.value.shape)))
+    assert batch is not None
+    nb = prod(batch)
+    for node in call.out_nodes:
+        _config.check_budget((nb, *node.value.shape), dt.itemsize, what="JVP result")
+    outs = forward(call.trace, call.out_nodes, Ts, call.trace.inputs, dt, nt, nb)
+    res = []
+    for node, r in zip(call.out_nodes, outs):
+        shape = node.value.shape
+        r = np.zeros((nb, *shape), dt) if r is None else r.astype(dt, copy=False)
+        r = r.reshape(batch + shape)
+        res.append(r.copy() if any(np.may_share_memory(r, t) for t in tans) else r)
+    return tuple(res) if call.tuple_out else res[0]

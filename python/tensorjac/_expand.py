@@ -1,0 +1,68 @@
+"""From terms to the C++ expand kernel: one ``_core.ExpandPlan`` per structure and layout.
+
+A term here is ``(coef, out_axes, inp_axes, factor_letters)``: the axis groups
+of F's axes and of X's axes (each a tuple of letters, C order inside a fused
+axis) and the letters of each factor array.  Letters may be any hashable keys
+(the ops use characters, composite functions integers).  The layout decides
+only the stride of each letter (tensorjac._layout.layout_placement), so every
+layout is written directly, without a temporary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._deriv import Deriv
+from ._layout import layout_placement
+
+__all__ = ["build_expand_plan", "expand_plan"]
+
+TermSpec = tuple[complex, Sequence[Sequence[Hashable]], Sequence[Sequence[Hashable]], Sequence[Sequence[Hashable]]]
+
+
+def expand_plan(
+    terms: Sequence[TermSpec],
+    sizes: Mapping[Any, int],
+    layout: str,
+    out_shape: tuple[int, ...],
+    in_shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> tuple[tuple[int, ...], Any]:
+    """The result shape and the C++ plan writing ``sum(terms)`` in ``layout``."""
+    shape, out_place, in_place = layout_placement(layout, out_shape, in_shape)
+    cterms = []
+    slot = 0
+    for coef, out_axes, in_axes, factor_letters in terms:
+        letters = list(dict.fromkeys(c for ax in (*out_axes, *in_axes) for c in ax))
+        var = {c: i for i, c in enumerate(letters)}
+        bindings: list[tuple[int, int, int]] = []
+        for axes, places in ((out_axes, out_place), (in_axes, in_place)):
+            for ax, place in zip(axes, places):
+                if place is None:
+                    continue
+                dim, mult = place
+                for c in reversed(tuple(ax)):  # C order inside a fused axis
+                    bindings.append((var[c], dim, mult))
+                    mult *= sizes[c]
+        frefs = []
+        for g in factor_letters:
+            unknown = [c for c in g if c not in var]
+            if unknown:
+                raise AssertionError(f"factor letters {unknown} are not bound to any axis")
+            frefs.append((slot, [var[c] for c in g]))
+            slot += 1
+        cterms.append((complex(coef), [int(sizes[c]) for c in letters], bindings, frefs))
+    return shape, _core.ExpandPlan(cterms, list(shape), slot, dtype)
+
+
+def build_expand_plan(
+    deriv: Deriv, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], dtype: np.dtype
+) -> tuple[tuple[int, ...], Any]:
+    """The C++ ExpandPlan of one op's Deriv for one layout."""
+    sizes = deriv.letter_sizes(out_shape, in_shape)
+    terms = [(coef, deriv.out, deriv.inp, groups) for coef, groups in deriv.terms]
+    return expand_plan(terms, sizes, layout, out_shape, in_shape, dtype)

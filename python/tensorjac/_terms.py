@@ -1,0 +1,489 @@
+"""The term algebra: Jacobians of composite functions as sums of structured terms.
+
+A :class:`Term` is ``coef * prod_f F_f[letters_f]`` over integer index letters,
+with the axes of the differentiated value V (``out``) and of the input X
+(``inp``) each labelled by a group of letters (C order inside a fused group).
+A letter on both sides is a Kronecker delta; a letter on an axis but in no
+factor means "constant along it".  Every factor letter is on some axis.
+
+The chain rule (:func:`compose`) takes a rule term of an op (z axes x v axes,
+from its :class:`~tensorjac._deriv.Deriv`) and a term of ``dV/dX``
+(v axes x x axes) and returns a term of ``dZ/dX``:
+
+1. unify the v axes of both: letters on the same axis are identified (the
+   delta doing its work); fused groups on one side and letters on the other
+   are split into common atoms by sizes; groups that share no refinement are
+   bridged by a one-hot factor;
+2. letters that end up on no axis are contracted: each connected group of
+   factors sharing such letters becomes one factor by ``einsum`` (BLAS);
+3. factors whose letters are a subset of another's are multiplied into it.
+
+:func:`merge` adds like terms (same axes, after renaming), so the term count
+stays small.  Only the final sum is materialized, once, by the C++ expand
+kernel (:func:`materialize`), straight into the requested layout.
+
+Every factor this module creates is checked against the memory budget before
+it is allocated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import string
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _config
+from ._deriv import Deriv
+from ._expand import expand_plan
+from ._layout import prod
+
+__all__ = ["Algebra", "Term", "compose", "identity", "materialize", "merge", "rule_terms"]
+
+_EINSUM_CHARS = string.ascii_letters
+# Below this many multiply-adds numpy's C einsum loop beats planning a BLAS path.
+_EINSUM_DIRECT_MAX = 4096
+# An intermediate merge may densify like terms into one factor up to this size,
+# or up to this multiple of the largest factor it replaces.
+_MERGE_SMALL = 1 << 16
+_MERGE_GROWTH = 4
+_PLAN_CACHE_MAX = 256
+
+Axes = tuple[tuple[int, ...], ...]
+Factor = tuple[np.ndarray, tuple[int, ...]]
+
+
+class Algebra:
+    """Letter allocation and sizes for one composite computation."""
+
+    __slots__ = ("_next", "sizes")
+
+    def __init__(self) -> None:
+        self._next = itertools.count()
+        self.sizes: dict[int, int] = {}
+
+    def new(self, size: int) -> int:
+        n = next(self._next)
+        self.sizes[n] = int(size)
+        return n
+
+    def size(self, letters: Iterable[int]) -> int:
+        s = self.sizes
+        return prod([s[c] for c in dict.fromkeys(letters)])
+
+
+class Term:
+    """``coef * prod F[letters]`` with V's axes ``out`` and X's axes ``inp``."""
+
+    __slots__ = ("coef", "facs", "inp", "out")
+
+    def __init__(self, coef: complex, out: Axes, inp: Axes, facs: list[Factor]) -> None:
+        self.coef = coef
+        self.out = out
+        self.inp = inp
+        self.facs = facs
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        fs = ", ".join(f"{a.shape}{ls}" for a, ls in self.facs)
+        return f"Term({self.coef}, out={self.out}, inp={self.inp}, [{fs}])"
+
+
+def _check_alloc(n: int, dtype: Any, what: str) -> None:
+    if n * np.dtype(dtype).itemsize > _config.get_memory_budget():
+        _config.check_budget((n,), np.dtype(dtype).itemsize, what=what)
+
+
+def _result_type(arrays: Sequence[np.ndarray]) -> np.dtype:
+    return np.result_type(*arrays) if arrays else np.dtype(np.float64)
+
+
+def identity(alg: Algebra, shape: tuple[int, ...]) -> Term:
+    """dX/dX: one delta per axis."""
+    letters = tuple((alg.new(n),) for n in shape)
+    return Term(1, letters, letters, [])
+
+
+def rule_terms(
+    alg: Algebra, d: Deriv, facs: Sequence[np.ndarray], out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+) -> list[Term]:
+    """The terms of one op's Deriv with fresh integer letters (z axes x v axes)."""
+    sizes = d.letter_sizes(out_shape, in_shape)
+    ids = {c: alg.new(n) for c, n in sizes.items()}
+    out = tuple(tuple(ids[c] for c in ax) for ax in d.out)
+    inp = tuple(tuple(ids[c] for c in ax) for ax in d.inp)
+    terms = []
+    slot = 0
+    for coef, groups in d.terms:
+        fs = []
+        for g in groups:
+            fs.append((np.asarray(facs[slot]), tuple(ids[c] for c in g)))
+            slot += 1
+        terms.append(Term(coef, out, inp, fs))
+    return terms
+
+
+# ----------------------------------------------------------------------------- chain rule
+
+
+class _Unifier:
+    """Union-find over letters plus splits of letters into finer atoms."""
+
+    def __init__(self, alg: Algebra) -> None:
+        self.alg = alg
+        self.parent: dict[int, int] = {}
+        self.split: dict[int, tuple[int, ...]] = {}
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        root = a
+        while root in p:
+            root = p[root]
+        while a in p and p[a] != root:  # path compression
+            p[a], a = root, p[a]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+    def atoms(self, letters: Iterable[int]) -> list[int]:
+        out: list[int] = []
+        for c in letters:
+            s = self.split.get(c)
+            if s is None:
+                out.append(c)
+            else:
+                out.extend(self.atoms(s))
+        return out
+
+
+def _suffix_products(sizes: Sequence[int]) -> list[int]:
+    ps = [1]
+    for n in reversed(sizes):
+        ps.append(ps[-1] * n)
+    return ps
+
+
+def _refine(u: _Unifier, a_letters: list[int], b_letters: list[int]) -> bool:
+    """Split letters of two groups of equal total size into common atoms.
+
+    Returns False when the groups have no common refinement (a reshape whose
+    axis boundaries interleave); True when the groups are now atom-aligned.
+    """
+    sz = u.alg.sizes
+    pa = _suffix_products([sz[c] for c in a_letters])
+    pb = _suffix_products([sz[c] for c in b_letters])
+    bounds = sorted(set(pa) | set(pb))
+    if any(hi % lo for lo, hi in zip(bounds, bounds[1:])):
+        return False
+    for letters, ps in ((a_letters, pa), (b_letters, pb)):
+        k = len(letters)
+        for i, c in enumerate(letters):
+            # letter i covers suffix products [ps[k-1-i], ps[k-i]]
+            lo, hi = ps[k - 1 - i], ps[k - i]
+            inner = [q for q in bounds if lo <= q <= hi]
+            if len(inner) > 2:  # spans several atoms: split it (C order: largest stride first)
+                atoms = [u.alg.new(q2 // q1) for q1, q2 in zip(inner, inner[1:])][::-1]
+                u.split[c] = tuple(atoms)
+    return True
+
+
+def _bridge(alg: Algebra, a_letters: list[int], b_letters: list[int]) -> tuple[list[int], Factor]:
+    """New letters shaped like ``b_letters`` and the one-hot factor tying them to ``a_letters``."""
+    new = [alg.new(alg.sizes[c]) for c in b_letters]
+    n = alg.size(a_letters)
+    _check_alloc(n * n, np.float64, "reshape selection factor")
+    eye = np.eye(n).reshape([alg.sizes[c] for c in a_letters] + [alg.sizes[c] for c in new])
+    return new, (eye, tuple(a_letters) + tuple(new))
+
+
+def _reshape_factor(u: _Unifier, arr: np.ndarray, letters: tuple[int, ...]) -> Factor:
+    if not any(c in u.split for c in letters):
+        return arr, letters
+    shape: list[int] = []
+    new: list[int] = []
+    for c in letters:
+        atoms = u.atoms((c,))
+        new.extend(atoms)
+        shape.extend(u.alg.sizes[a] for a in atoms)
+    return arr.reshape(shape), tuple(new)
+
+
+def compose(alg: Algebra, R: Term, J: Term) -> Term | None:
+    """The chain rule for one rule term R (z x v) and one term J (v x x); None when it vanishes."""
+    sz = alg.sizes
+    if len(R.inp) != len(J.out):
+        raise AssertionError(f"rule has {len(R.inp)} input axes, the operand's term {len(J.out)}")
+    u = _Unifier(alg)
+    extra: list[Factor] = []
+    r_inp = [list(g) for g in R.inp]
+    v_letters: list[int] = []
+    # 1. unify the v axes (repeat until every pair is atom-aligned: splits may cascade)
+    for _ in range(64):
+        changed = False
+        for k, jg in enumerate(J.out):
+            ra = [c for c in u.atoms(r_inp[k]) if sz[c] != 1]
+            ja = [c for c in u.atoms(jg) if sz[c] != 1]
+            if [sz[c] for c in ra] == [sz[c] for c in ja]:
+                continue
+            total = prod([sz[c] for c in ra])
+            if total == 0 or prod([sz[c] for c in ja]) == 0:
+                return None  # an empty intermediate contributes nothing
+            if not _refine(u, ra, ja):
+                new, fac = _bridge(alg, ra, ja)
+                extra.append(fac)
+                r_inp[k] = new
+            changed = True
+        if not changed:
+            break
+    else:  # pragma: no cover - defensive
+        raise AssertionError("compose: axis unification did not converge")
+    for k, jg in enumerate(J.out):
+        ra = [c for c in u.atoms(r_inp[k]) if sz[c] != 1]
+        ja = [c for c in u.atoms(jg) if sz[c] != 1]
+        for a, b in zip(ra, ja):
+            if sz[a] == 0:
+                return None
+            u.union(a, b)
+        v_letters.extend(ra)
+
+    def sub(letters: Iterable[int]) -> tuple[int, ...]:
+        return tuple(u.find(c) for c in u.atoms(letters))
+
+    out = tuple(sub(g) for g in R.out)
+    inp = tuple(sub(g) for g in J.inp)
+    facs: list[Factor] = []
+    for arr, ls in itertools.chain(R.facs, J.facs, extra):
+        arr, ls = _reshape_factor(u, arr, ls)
+        facs.append((arr, tuple(u.find(c) for c in ls)))
+    bound = {c for g in out for c in g} | {c for g in inp for c in g}
+    if any(sz[c] == 0 for c in bound):
+        return None
+    coef = R.coef * J.coef
+    in_facs = {c for _, ls in facs for c in ls}
+    for c in dict.fromkeys(u.find(c) for c in v_letters):
+        if c not in bound and c not in in_facs:
+            coef = coef * sz[c]  # a sum over a letter nothing depends on
+    return Term(coef, out, inp, simplify(alg, facs, bound))
+
+
+def _einsum(alg: Algebra, operands: Sequence[Factor], out: Sequence[int]) -> np.ndarray:
+    letters = list(dict.fromkeys(itertools.chain(*(ls for _, ls in operands), out)))
+    if len(letters) > len(_EINSUM_CHARS):
+        raise TypeError(
+            f"tensorjac: a contraction needs {len(letters)} index letters, more than einsum's "
+            f"{len(_EINSUM_CHARS)}; use tj.fd.jacobian for this function"
+        )
+    ch = {c: _EINSUM_CHARS[i] for i, c in enumerate(letters)}
+    subs = ",".join("".join(ch[c] for c in ls) for _, ls in operands) + "->" + "".join(ch[c] for c in out)
+    arrays = [a for a, _ in operands]
+    _check_alloc(alg.size(out), _result_type(arrays), "intermediate Jacobian factor")
+    work = alg.size(letters)
+    return np.einsum(subs, *arrays, optimize=len(arrays) > 2 or work > _EINSUM_DIRECT_MAX)
+
+
+def simplify(alg: Algebra, facs: list[Factor], bound: set[int]) -> list[Factor]:
+    """Contract letters that are on no axis, take diagonals, absorb subset factors."""
+    if not facs:
+        return facs
+    contracted = {c for _, ls in facs for c in ls if c not in bound}
+    if contracted or any(len(set(ls)) != len(ls) for _, ls in facs):
+        # connected components of factors linked by contracted letters
+        comp = list(range(len(facs)))
+
+        def root(i: int) -> int:
+            while comp[i] != i:
+                comp[i] = comp[comp[i]]
+                i = comp[i]
+            return i
+
+        owner: dict[int, int] = {}
+        for i, (_, ls) in enumerate(facs):
+            for c in ls:
+                if c in contracted:
+                    if c in owner:
+                        comp[root(i)] = root(owner[c])
+                    else:
+                        owner[c] = i
+        groups: dict[int, list[int]] = {}
+        for i in range(len(facs)):
+            groups.setdefault(root(i), []).append(i)
+        new: list[Factor] = []
+        for members in groups.values():
+            ops = [facs[i] for i in members]
+            letters = [c for _, ls in ops for c in ls]
+            if len(ops) == 1 and not (set(letters) & contracted) and len(set(letters)) == len(letters):
+                new.append(ops[0])
+                continue
+            keep = tuple(dict.fromkeys(c for c in letters if c in bound))
+            new.append((_einsum(alg, ops, keep), keep))
+        facs = new
+    return _absorb(facs)
+
+
+def _absorb(facs: list[Factor]) -> list[Factor]:
+    """Multiply factors whose letters are a subset of another factor's into it."""
+    if len(facs) < 2:
+        return facs
+    facs = sorted(facs, key=lambda f: -f[0].ndim)
+    out: list[Factor] = []
+    for arr, ls in facs:
+        for i, (big, bl) in enumerate(out):
+            if set(ls) <= set(bl):
+                out[i] = (big * _align(arr, ls, bl), bl)
+                break
+        else:
+            out.append((arr, ls))
+    return out
+
+
+def _align(arr: np.ndarray, ls: tuple[int, ...], target: tuple[int, ...]) -> np.ndarray:
+    """``arr[ls]`` transposed and expanded to broadcast against an array with letters ``target``."""
+    order = [c for c in target if c in ls]
+    if list(ls) != order:
+        arr = np.transpose(arr, [ls.index(c) for c in order])
+    return arr.reshape([arr.shape[order.index(c)] if c in ls else 1 for c in target])
+
+
+# ----------------------------------------------------------------------------- like terms
+
+
+def _canonical(t: Term) -> tuple[tuple, dict[int, int]]:
+    cmap: dict[int, int] = {}
+    for g in itertools.chain(t.out, t.inp):
+        for c in g:
+            if c not in cmap:
+                cmap[c] = len(cmap)
+    key = (
+        tuple(tuple(cmap[c] for c in g) for g in t.out),
+        tuple(tuple(cmap[c] for c in g) for g in t.inp),
+    )
+    return key, cmap
+
+
+def _dense(alg: Algebra, t: Term, rename: dict[int, int], U: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``coef * prod(factors)`` of one term as one array over letters U."""
+    if not t.facs:
+        return np.full([alg.sizes[c] for c in U], t.coef, dtype=dtype)
+    ops = [(a, tuple(rename[c] for c in ls)) for a, ls in t.facs]
+    if len(ops) == 1:
+        arr, ls = ops[0]
+        full = np.broadcast_to(_align(arr, ls, U), [alg.sizes[c] for c in U])
+    else:
+        full = _einsum(alg, ops, tuple(c for c in U if any(c in ls for _, ls in ops)))
+        present = tuple(c for c in U if any(c in ls for _, ls in ops))
+        full = np.broadcast_to(_align(full, present, U), [alg.sizes[c] for c in U])
+    return full * t.coef if t.coef != 1 else full
+
+
+def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
+    """Add terms with the same axes (after renaming letters) into one.
+
+    Terms without factors add their coefficients.  Otherwise the like terms
+    are densified into one factor over the union of their factor letters --
+    always for the final sum (one expand pass instead of several), and for
+    intermediates when that factor stays small.
+    """
+    if len(terms) < 2:
+        return terms
+    groups: dict[tuple, list[tuple[Term, dict[int, int]]]] = {}
+    for t in terms:
+        key, cmap = _canonical(t)
+        groups.setdefault(key, []).append((t, cmap))
+    out: list[Term] = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0][0])
+            continue
+        base, bmap = members[0]
+        inv = {v: k for k, v in bmap.items()}
+        renames = [{c: inv[m] for c, m in cmap.items()} for _, cmap in members]
+        if all(not t.facs for t, _ in members):
+            coef = sum(t.coef for t, _ in members)
+            if coef != 0:
+                out.append(Term(coef, base.out, base.inp, []))
+            continue
+        U = tuple(
+            dict.fromkeys(
+                c for (t, _), rn in zip(members, renames) for _, ls in t.facs for c in (rn[x] for x in ls)
+            )
+        )
+        n = alg.size(U)
+        if not final:
+            biggest = max((a.size for t, _ in members for a, _ in t.facs), default=1)
+            if n > max(_MERGE_SMALL, _MERGE_GROWTH * biggest):
+                out.extend(t for t, _ in members)
+                continue
+        dtype = np.result_type(*[a for t, _ in members for a, _ in t.facs], *[t.coef for t, _ in members])
+        _check_alloc(n, dtype, "Jacobian term")
+        F = np.zeros([alg.sizes[c] for c in U], dtype=dtype)
+        for (t, _), rn in zip(members, renames):
+            F += _dense(alg, t, rn, U, dtype)
+        out.append(Term(1, base.out, base.inp, [(F, U)]))
+    return out
+
+
+# ----------------------------------------------------------------------------- materialization
+
+_PLANS: dict[tuple, tuple[tuple[int, ...], Any]] = {}
+
+
+def _fold_coef(t: Term, dtype: np.dtype) -> tuple[complex, list[Factor]]:
+    """Move the coefficient into the smallest factor, so plans do not depend on values."""
+    if not t.facs or t.coef == 1:
+        return t.coef, t.facs
+    i = min(range(len(t.facs)), key=lambda k: t.facs[k][0].size)
+    facs = list(t.facs)
+    arr, ls = facs[i]
+    c = t.coef
+    if dtype.kind != "c":
+        c = complex(c).real
+    facs[i] = (arr * np.asarray(c, dtype=dtype), ls)
+    return 1, facs
+
+
+def is_diagonal(t: Term) -> bool:
+    return t.out == t.inp and all(len(g) == 1 for g in t.out) and len({g[0] for g in t.out}) == len(t.out)
+
+
+def materialize(
+    alg: Algebra,
+    terms: list[Term],
+    out_shape: tuple[int, ...],
+    in_shape: tuple[int, ...],
+    layout: str,
+    dtype: np.dtype,
+    out: np.ndarray | None,
+    num_threads: int,
+) -> np.ndarray:
+    """Write ``sum(terms)`` once, by the expand kernel, into ``layout`` (or ``out``)."""
+    terms = merge(alg, terms, final=True)
+    if layout == "diagonal" and not all(is_diagonal(t) for t in terms):
+        raise ValueError(
+            "layout='diagonal' needs an elementwise Jacobian (output and input of the same shape, "
+            "each output entry depending only on the same input entry); this function's is not"
+        )
+    specs = []
+    arrays: list[np.ndarray] = []
+    key: list[Any] = [layout, out_shape, in_shape, dtype]
+    for t in terms:
+        coef, facs = _fold_coef(t, dtype)
+        key_t, cmap = _canonical(t)
+        fl = tuple(tuple(cmap[c] for c in ls) for _, ls in facs)
+        key.append((complex(coef), key_t, fl, tuple(alg.sizes[c] for c in cmap)))
+        specs.append((coef, t.out, t.inp, [ls for _, ls in facs]))
+        arrays.extend(a if a.dtype == dtype else a.astype(dtype) for a, _ in facs)
+    k = tuple(key)
+    hit = _PLANS.get(k)
+    if hit is None:
+        hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype)
+        if len(_PLANS) > _PLAN_CACHE_MAX:
+            _PLANS.clear()
+        _PLANS[k] = hit
+    shape, core = hit
+    if out is None:
+        _config.check_budget(shape, dtype.itemsize)
+    return core(out, arrays, num_threads)
