@@ -621,7 +621,8 @@ class Problem:
                 f"{result_bytes / _GIB:,.2f} GiB of result and {per_entry / _GIB:,.2f} GiB of scratch for "
                 f"the {K} perturbations of one entry",
             )
-        allowance = min(max(result_bytes, _SCRATCH_FLOOR), _config.get_memory_budget() - fixed)
+        # 7/8 of the result: headroom for the bookkeeping (statistics, offsets, f's inputs in flight)
+        allowance = min(max(result_bytes * 7 // 8, _SCRATCH_FLOOR), _config.get_memory_budget() - fixed)
         B = max(1, allowance // max(per_entry, 1))
         if not self.vectorized:
             B = min(B, max(1, _NONVEC_BLOCK_ROWS // K))
