@@ -245,6 +245,58 @@ def test_binary_ufunc_as_function(name):
     check_fd(lambda x: u(x, 1.3) + u(1.3, x), np.where(np.abs(x - 1.3) < 0.2, x + 0.45, x))
 
 
+# ufuncs the spec does not list: the engine may support them (then they must be right) or refuse them
+# (TypeError pointing to tj.fd.jacobian); a zero or wrong derivative is the one thing not allowed.
+EXTRA_UFUNCS = {
+    "arctan2": (np.arctan2, 2), "hypot": (np.hypot, 2), "logaddexp": (np.logaddexp, 2),
+    "logaddexp2": (np.logaddexp2, 2), "fmax": (np.fmax, 2), "fmin": (np.fmin, 2),
+    "float_power": (np.float_power, 2), "copysign": (np.copysign, 2), "exp2": (np.exp2, 1),
+    "deg2rad": (np.deg2rad, 1), "rad2deg": (np.rad2deg, 1), "sinc": (np.sinc, 1), "heaviside": (np.heaviside, 2),
+}
+
+
+@needs_engine
+@pytest.mark.parametrize("name", sorted(EXTRA_UFUNCS))
+def test_ufuncs_beyond_the_spec_are_right_or_refused(name):
+    u, nin = EXTRA_UFUNCS[name]
+    x, y = _no_ties(_rng(30))
+    args, wrt = ((x, y), (0, 1)) if nin == 2 else ((x,), 0)
+    try:
+        check_fd(lambda *a: u(*a), *args, wrt=wrt)
+    except TypeError as e:
+        assert "tj.fd.jacobian" in str(e), str(e)
+
+
+EXTRA_FUNCTIONS = {  # numpy functions the spec does not list: right or refused, as above
+    "cumsum": (lambda x: np.cumsum(x, axis=1), (2, 3)),
+    "cumprod": (lambda x: np.cumprod(x), (2, 3)),
+    "diff": (lambda x: np.diff(x, axis=0), (3, 2)),
+    "roll": (lambda x: np.roll(x, 1, axis=1), (2, 3)),
+    "sort": (lambda x: np.sort(x, axis=-1), (2, 3)),
+    "cross": (lambda x: np.cross(x[0], x[1]), (2, 3)),
+    "matrix_power": (lambda x: np.linalg.matrix_power(x, 3), (3, 3)),
+    "multi_dot": (lambda x: np.linalg.multi_dot([x, x.T, x]), (2, 3)),
+    "norm_spectral": (lambda x: np.linalg.norm(x, ord=2), (3, 3)),
+    "norm_nuclear": (lambda x: np.linalg.norm(x, ord="nuc"), (3, 3)),
+    "norm_matrix_1": (lambda x: np.linalg.norm(x, ord=1), (3, 3)),
+    "average": (lambda x: np.average(x, axis=0, weights=[1.0, 3.0]), (2, 3)),
+    "polyval": (lambda x: np.polyval([1.0, -2.0, 0.5], x), (2, 3)),
+    "linalg_matrix_norm": (lambda x: np.linalg.matrix_norm(x), (3, 3)),
+    "linalg_vector_norm": (lambda x: np.linalg.vector_norm(x, axis=0), (3, 3)),
+}
+
+
+@needs_engine
+@pytest.mark.parametrize("name", sorted(EXTRA_FUNCTIONS))
+def test_functions_beyond_the_spec_are_right_or_refused(name):
+    f, shape = EXTRA_FUNCTIONS[name]
+    x = DISTINCT(_rng(31), *shape) * 0.4 + 0.05  # distinct entries (sort), no zeros
+    try:
+        check_fd(f, x)
+    except TypeError as e:
+        assert "tj.fd.jacobian" in str(e), str(e)
+
+
 @needs_engine
 def test_where_with_constant_condition():
     r = _rng(8)
