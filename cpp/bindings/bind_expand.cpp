@@ -140,8 +140,8 @@ public:
             }
             T* data = static_cast<T*>(out.mutable_data());
             const int nt = resolve_threads(num_threads);
-            MaybeRelease release(total);
-            tensorjac::expand<T>(data, shape, ostr, terms, nt);
+            // Interruptible: on Ctrl-C `out` is left partly written (a fresh result is dropped).
+            run_kernel(total, [&] { tensorjac::expand<T>(data, shape, ostr, terms, nt); });
         });
     }
 

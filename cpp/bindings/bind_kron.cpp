@@ -4,7 +4,8 @@
 // The Python layer (tensorjac._ad) validates shapes with messages that name
 // the user's arguments and hands over C-contiguous arrays of one native dtype;
 // these functions re-check that cheaply, allocate the result with the GIL
-// held, and release the GIL around the kernel.
+// held, and release the GIL around the kernel (interruptible by Ctrl-C: the
+// partly written result is then dropped).
 #include "common.hpp"
 #include "tensorjac/kron.hpp"
 
@@ -51,9 +52,10 @@ py::array kron_vjp(const py::array& G, const py::array& F, int which, i64 num_th
         const T* g = cdata<T>(G);
         const T* f = cdata<T>(F);
         const int nt = resolve_threads(num_threads);
-        MaybeRelease release(static_cast<i64>(G.size()));
-        if (which == 0) tensorjac::kron_vjp_a<T>(g, nb, m, p, n, q, f, o, nt);
-        else tensorjac::kron_vjp_b<T>(g, nb, m, p, n, q, f, o, nt);
+        run_kernel(static_cast<i64>(G.size()), [&] {
+            if (which == 0) tensorjac::kron_vjp_a<T>(g, nb, m, p, n, q, f, o, nt);
+            else tensorjac::kron_vjp_b<T>(g, nb, m, p, n, q, f, o, nt);
+        });
         return out;
     });
 }
@@ -73,8 +75,8 @@ py::array kron_batched(const py::array& X, const py::array& Y, i64 num_threads) 
         py::array_t<T> out(std::vector<i64>{nb, tensorjac::checked_mul(m, p), tensorjac::checked_mul(n, q)});
         T* o = out.mutable_data();
         const int nt = resolve_threads(num_threads);
-        MaybeRelease release(static_cast<i64>(out.size()));
-        tensorjac::kron_batched<T>(cdata<T>(X), nbx, m, n, cdata<T>(Y), nby, p, q, nb, o, nt);
+        run_kernel(static_cast<i64>(out.size()),
+                   [&] { tensorjac::kron_batched<T>(cdata<T>(X), nbx, m, n, cdata<T>(Y), nby, p, q, nb, o, nt); });
         return out;
     });
 }
@@ -90,8 +92,8 @@ py::array mul_rows(const py::array& G, const py::array& d, i64 num_threads) {
         py::array_t<T> out(std::vector<i64>{G.shape(0), G.shape(1)});
         T* o = out.mutable_data();
         const int nt = resolve_threads(num_threads);
-        MaybeRelease release(static_cast<i64>(G.size()));
-        tensorjac::mul_rows<T>(cdata<T>(G), G.shape(0), G.shape(1), cdata<T>(d), o, nt);
+        run_kernel(static_cast<i64>(G.size()),
+                   [&] { tensorjac::mul_rows<T>(cdata<T>(G), G.shape(0), G.shape(1), cdata<T>(d), o, nt); });
         return out;
     });
 }

@@ -24,6 +24,16 @@ PYBIND11_MODULE(_core, m) {
             tjb::default_threads() = tensorjac::clamp_threads(n);
         },
         py::arg("n"));
+    m.def(
+        "_interrupt_stats",
+        [] {
+            py::dict d;
+            d["interrupted"] = tjb::sigint::interrupted_kernels().load();
+            d["running"] = tjb::sigint::kernel_running().load();
+            return d;
+        },
+        "Diagnostics for tests: kernels stopped early by SIGINT so far, and whether an "
+        "interruptible kernel is running now.");
     tjb::bind_expand(m);
     tjb::bind_kron(m);
     tjb::bind_fd(m);

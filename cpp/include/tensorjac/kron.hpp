@@ -65,7 +65,8 @@ void kron_vjp_a(const T* G, std::int64_t nb, std::int64_t m, std::int64_t p, std
     const std::int64_t rows = detail::prod({nb, m});
     const std::int64_t total = checked_mul(rows, n);
     const std::int64_t row_len = detail::prod({p, n, q});
-    parallel_blocks(total, nthreads, checked_mul(p, q), [&](std::int64_t lo, std::int64_t hi, int) {
+    // Pieces are whole output rows (b,i) where a block allows, so G's row block is streamed in order.
+    parallel_blocks_aligned(total, nthreads, checked_mul(p, q), n, [&](std::int64_t lo, std::int64_t hi, int) {
         std::int64_t e = lo;
         while (e < hi) {
             const std::int64_t r = e / n;
@@ -75,6 +76,7 @@ void kron_vjp_a(const T* G, std::int64_t nb, std::int64_t m, std::int64_t p, std
             for (std::int64_t j = j0; j < j1; ++j) o[j] = T(0);
             const T* g = G + r * row_len;
             for (std::int64_t k = 0; k < p; ++k) {
+                poll_cancel();  // a row may be long
                 const T* gk = g + k * n * q;
                 const T* bk = B + k * q;
                 for (std::int64_t j = j0; j < j1; ++j) o[j] += detail::dot_fixed(gk + j * q, bk, q);
@@ -97,7 +99,9 @@ void kron_vjp_b(const T* G, std::int64_t nb, std::int64_t m, std::int64_t p, std
     const std::int64_t rows = detail::prod({nb, p});
     const std::int64_t nq = detail::prod({n, q});
     const std::int64_t batch_len = detail::prod({m, p, n, q});
-    parallel_blocks(rows, nthreads, checked_mul(checked_mul(m, n), q), [&](std::int64_t lo, std::int64_t hi, int) {
+    // Pieces are whole batch entries where a block allows, so G[b] is streamed in order.
+    parallel_blocks_aligned(rows, nthreads, checked_mul(checked_mul(m, n), q), p, [&](std::int64_t lo, std::int64_t hi,
+                                                                                      int) {
         std::int64_t r = lo;
         while (r < hi) {
             const std::int64_t b = r / p;
@@ -107,6 +111,7 @@ void kron_vjp_b(const T* G, std::int64_t nb, std::int64_t m, std::int64_t p, std
             for (std::int64_t t = k0 * q; t < k1 * q; ++t) ob[t] = T(0);
             const T* gb = G + b * batch_len;
             for (std::int64_t i = 0; i < m; ++i) {
+                poll_cancel();  // a batch entry may be long
                 const T* ai = A + i * n;
                 for (std::int64_t k = k0; k < k1; ++k) {
                     const T* g = gb + (i * p + k) * nq;

@@ -1,6 +1,13 @@
 // Threading and checked-arithmetic helpers shared by all kernels.
 // Header-only, no Python headers.
+//
+//   checked_mul, checked_add   int64 size arithmetic that throws std::overflow_error
+//   thread_cap, clamp_threads  team sizes capped at the CPUs available to the process
+//   in_forked_child            kernels run serially in children forked after a team started
+//   CancelFlag, ScopedCancel   cooperative cancellation (Ctrl-C), polled by parallel_blocks
+//   parallel_blocks(_aligned)  static per-thread blocks, exception capture, cancellation
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
@@ -8,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -24,6 +32,10 @@ namespace tensorjac {
 // Below this many elements of work a kernel runs on the calling thread:
 // starting a parallel region costs more than it saves.
 constexpr std::int64_t kParallelGrain = std::int64_t(1) << 15;
+
+// Work units (about one element read or written each) between two polls of the
+// cancellation flag: a fraction of a millisecond of memory traffic.
+constexpr std::int64_t kPollWork = std::int64_t(1) << 18;
 
 inline bool openmp_enabled() {
 #ifdef _OPENMP
@@ -118,6 +130,48 @@ inline void arm_fork_guard() {
 // True in a process forked after this one (or an ancestor) started a team.
 inline bool in_forked_child() { return detail::forked_flag().load(std::memory_order_relaxed); }
 
+// ----------------------------------------------------------------------------- cancellation
+
+// A flag another thread or a signal handler sets to ask running kernels to
+// stop.  Lock-free, hence async-signal-safe.
+using CancelFlag = std::atomic<bool>;
+static_assert(CancelFlag::is_always_lock_free, "CancelFlag must be async-signal-safe");
+
+// Thrown on the calling thread by a kernel that stopped early because its
+// cancel flag was set; the output is then partly written.
+struct Interrupted : std::runtime_error {
+    Interrupted() : std::runtime_error("tensorjac: kernel interrupted") {}
+};
+
+namespace detail {
+inline const CancelFlag*& cancel_slot() {
+    thread_local const CancelFlag* flag = nullptr;
+    return flag;
+}
+}  // namespace detail
+
+// While alive, every parallel_blocks started on this thread polls `flag`
+// (every kPollWork units of work, in every thread of the team) and throws
+// Interrupted once it is set.  Scopes nest; the previous flag is restored.
+class ScopedCancel {
+public:
+    explicit ScopedCancel(const CancelFlag* flag) : prev_(detail::cancel_slot()) { detail::cancel_slot() = flag; }
+    ~ScopedCancel() { detail::cancel_slot() = prev_; }
+    ScopedCancel(const ScopedCancel&) = delete;
+    ScopedCancel& operator=(const ScopedCancel&) = delete;
+
+private:
+    const CancelFlag* prev_;
+};
+
+// Throws Interrupted when the cancel flag of the current parallel_blocks call
+// is set.  parallel_blocks polls between the pieces it hands to the body; a
+// body whose pieces are long (see parallel_blocks_aligned) polls inside too.
+inline void poll_cancel() {
+    const CancelFlag* flag = detail::cancel_slot();
+    if (flag && flag->load(std::memory_order_relaxed)) throw Interrupted();
+}
+
 // Bounds of block `tid` of `cnt` over [0, n): n * tid / cnt without the
 // overflow of n * tid (n = q * cnt + r; r * tid < cnt * cnt fits).
 inline void block_bounds(std::int64_t n, int tid, int cnt, std::int64_t& lo, std::int64_t& hi) {
@@ -140,28 +194,60 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b) {
     return r;
 }
 
-// Runs body(begin, end, thread_id) over [0, n) split into one contiguous,
-// statically assigned block per thread.  The split depends only on n and the
-// thread count, and each index is handled exactly once, so kernels whose
-// per-index work has no cross-index reduction are bitwise reproducible for
-// any thread count.  The team has at most min(nthreads, thread_cap(), n)
-// threads; in a forked child (see in_forked_child) it is 1.  Exceptions thrown by body never escape the parallel region: the
-// first one is captured and rethrown on the calling thread.
+namespace detail {
+// body over [lo, hi) in consecutive pieces of about `step` indices, cut at
+// multiples of `align`, polling the cancel flag (and the team's stop flag)
+// before each piece.
 template <class Body>
-void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, Body&& body) {
+void run_polled(std::int64_t lo, std::int64_t hi, int tid, std::int64_t step, std::int64_t align,
+                const std::atomic<bool>* stop, Body& body) {
+    for (std::int64_t a = lo; a < hi;) {
+        poll_cancel();
+        if (stop && stop->load(std::memory_order_relaxed)) return;  // another thread failed
+        std::int64_t b = hi - a > step ? a + step : hi;
+        if (align > 1 && b < hi) b = std::min(hi, b / align * align);
+        body(a, b, tid);
+        a = b;
+    }
+}
+}  // namespace detail
+
+// Runs body(begin, end, thread_id) over [0, n) split into one contiguous,
+// statically assigned block per thread; a block is handed to body in
+// consecutive pieces of about kPollWork units of work (work_per_index
+// estimates the units per index), cut at multiples of `align` indices (so a
+// kernel can keep, e.g., whole rows together), and the cancel flag is polled
+// between pieces.  The split depends only on n and the thread count, and
+// each index is handled exactly once, so kernels whose per-index work has no
+// cross-index reduction are bitwise reproducible for any thread count.
+//
+// The team has at most min(nthreads, thread_cap(), n) threads; in a forked
+// child (see in_forked_child) it is 1.  Exceptions thrown by body never escape
+// the parallel region: the first one is captured, the other threads stop at
+// their next poll, and it is rethrown on the calling thread.  When the calling
+// thread has a ScopedCancel flag and it gets set, every thread stops at its
+// next poll and Interrupted is thrown; bodies may call poll_cancel() (which
+// sees the same flag in every thread of the team) to poll inside long pieces.
+template <class Body>
+void parallel_blocks_aligned(std::int64_t n, int nthreads, std::int64_t work_per_index, std::int64_t align,
+                             Body&& body) {
     if (n <= 0) return;
+    const CancelFlag* cancel = detail::cancel_slot();
+    const std::int64_t per = work_per_index > 0 ? work_per_index : 1;
+    const std::int64_t al = align > 0 ? align : 1;
+    const std::int64_t step = std::max<std::int64_t>(al, kPollWork / per);
     int nt = clamp_threads(nthreads);
     if (nt > n) nt = static_cast<int>(n);
-    const std::int64_t per = work_per_index > 0 ? work_per_index : 1;
     const bool small = n < (kParallelGrain + per - 1) / per;
     if (nt == 1 || small || in_forked_child()) {
-        body(std::int64_t(0), n, 0);
+        detail::run_polled(0, n, 0, step, al, nullptr, body);
         return;
     }
 #ifdef _OPENMP
     arm_fork_guard();
     std::exception_ptr error = nullptr;
     std::mutex error_mutex;
+    std::atomic<bool> stop{false};
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num();
@@ -169,16 +255,24 @@ void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, 
         std::int64_t lo, hi;
         block_bounds(n, tid, cnt, lo, hi);
         try {
-            if (lo < hi) body(lo, hi, tid);
+            ScopedCancel same_flag(cancel);  // poll_cancel() in this thread sees the caller's flag
+            detail::run_polled(lo, hi, tid, step, al, &stop, body);
         } catch (...) {
+            stop.store(true, std::memory_order_relaxed);
             std::lock_guard<std::mutex> lock(error_mutex);
             if (!error) error = std::current_exception();
         }
     }
     if (error) std::rethrow_exception(error);
 #else
-    body(std::int64_t(0), n, 0);
+    detail::run_polled(0, n, 0, step, al, nullptr, body);
 #endif
+}
+
+// parallel_blocks_aligned without alignment: pieces may start at any index.
+template <class Body>
+void parallel_blocks(std::int64_t n, int nthreads, std::int64_t work_per_index, Body&& body) {
+    parallel_blocks_aligned(n, nthreads, work_per_index, 1, std::forward<Body>(body));
 }
 
 }  // namespace tensorjac
