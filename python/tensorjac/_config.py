@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 import os
+import warnings
 
 from . import _core
 
@@ -118,54 +121,144 @@ def _physical_memory() -> int:
         return 8 * _GIB
 
 
-def _parse_bytes(text: str) -> int:
-    s = text.strip().upper().removesuffix("B")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    mult = 1
-    if s and s[-1] in units:
-        mult = units[s[-1]]
-        s = s[:-1]
-    try:
-        value = float(s)
-    except ValueError:
-        raise ValueError(
-            f"{MEMORY_BUDGET_ENV}={text!r} is not a byte count (examples: 4000000000, 4G, 512M)"
-        ) from None
-    if value <= 0:
-        raise ValueError(f"{MEMORY_BUDGET_ENV} must be positive, got {text!r}")
-    return int(value * mult)
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_BUDGET_EXAMPLES = "examples: 4000000000, '4G', '512M', '1.5G'"
+
+
+def _parse_budget(value: object, env: str | None = None) -> int:
+    """A budget in bytes from an int, a float or a string such as "4G".
+
+    Strings are a number with an optional binary suffix K, M, G or T (also
+    KB/KiB, ...; case-insensitive).  Fractions of a byte round down.  Errors
+    name the value and, for an environment variable, its name `env`.
+    """
+    label = f"{env}={value!r}" if env else f"memory budget {value!r}"
+    kinds = "a number of bytes or a string such as '4G'"
+    if isinstance(value, bool):
+        raise TypeError(f"{label}: expected {kinds}, got a bool")
+    if hasattr(type(value), "__index__"):
+        number: int | float = operator.index(value)  # type: ignore[arg-type]
+        mult = 1
+    elif isinstance(value, numbers.Real):
+        number, mult = float(value), 1
+    elif isinstance(value, str):
+        text = value.strip().upper()
+        for suffix in ("IB", "B"):
+            if len(text) > len(suffix) and text[-len(suffix) - 1] in _UNITS and text.endswith(suffix):
+                text = text[: -len(suffix)]
+                break
+        mult = 1
+        if text and text[-1] in _UNITS:
+            mult, text = _UNITS[text[-1]], text[:-1].rstrip()
+        try:
+            number = int(text) if text.isdigit() else float(text)
+        except ValueError:
+            raise ValueError(f"{label} is not a byte count ({_BUDGET_EXAMPLES})") from None
+    else:
+        raise TypeError(f"{label}: expected {kinds}, got {type(value).__name__}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{label} is not a finite byte count ({_BUDGET_EXAMPLES})")
+    if number <= 0:
+        raise ValueError(f"{label} is not positive")
+    nbytes = number * mult if isinstance(number, int) else math.floor(number * mult)
+    if nbytes < 1:
+        raise ValueError(f"{label} is less than one byte")
+    return int(nbytes)
+
+
+def _physical_default() -> int:
+    # Half of physical memory: a Jacobian may be large, but leave room for the rest.
+    return _physical_memory() // 2
 
 
 def _default_budget() -> int:
     env = os.environ.get(MEMORY_BUDGET_ENV)
     if env:
-        return _parse_bytes(env)
-    # Half of physical memory: a Jacobian may be large, but leave room for the rest.
-    return _physical_memory() // 2
+        try:
+            return _parse_budget(env, MEMORY_BUDGET_ENV)
+        except (TypeError, ValueError) as e:
+            default = _physical_default()
+            warnings.warn(
+                f"{e}; ignoring it and using the default memory budget of "
+                f"{default / _GIB:,.2f} GiB (half of physical memory)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return default
+    return _physical_default()
 
 
 _budget = _default_budget()
 
 
-def set_memory_budget(nbytes: int | None) -> None:
-    """Largest dense result (bytes) tensorjac will allocate.
+def set_memory_budget(nbytes: int | float | str | None) -> None:
+    """Set the largest dense result, in bytes, that tensorjac will allocate.
 
-    ``None`` restores the default: ``$TENSORJAC_MEMORY_BUDGET`` if set
-    (accepts suffixes K/M/G/T), otherwise half of physical memory.
+    Larger results (and scratch buffers) are refused before allocation with
+    :class:`JacobianTooLargeError`.
+
+    Parameters
+    ----------
+    nbytes : int, float, str or None
+        A positive number of bytes, or a string as accepted by the
+        ``TENSORJAC_MEMORY_BUDGET`` environment variable: a number with an
+        optional binary suffix ``K``, ``M``, ``G`` or ``T`` (``"512M"``,
+        ``"1.5G"``, ``"4GiB"``, ``"4000000000"``; case-insensitive).
+        Fractions of a byte round down.  ``None`` restores the default:
+        ``$TENSORJAC_MEMORY_BUDGET`` if set and valid, otherwise half of the
+        physical memory (an invalid variable gives a RuntimeWarning and the
+        latter).
+
+    Raises
+    ------
+    TypeError
+        For a bool or a non-numeric, non-string value.
+    ValueError
+        For zero, negative, NaN or infinite values, a value under one byte,
+        or an unreadable string.  The budget is then left unchanged.
+
+    Examples
+    --------
+    >>> import tensorjac as tj
+    >>> old = tj.get_memory_budget()
+    >>> tj.set_memory_budget("512M")
+    >>> tj.get_memory_budget()
+    536870912
+    >>> tj.set_memory_budget("1.5G") ; tj.get_memory_budget()
+    1610612736
+    >>> tj.set_memory_budget(4_000_000_000) ; tj.get_memory_budget()
+    4000000000
+    >>> tj.set_memory_budget("inf")
+    Traceback (most recent call last):
+        ...
+    ValueError: memory budget 'inf' is not a finite byte count (examples: ...)
+    >>> tj.set_memory_budget(0.25)
+    Traceback (most recent call last):
+        ...
+    ValueError: memory budget 0.25 is less than one byte
+    >>> tj.get_memory_budget()  # unchanged by the refused calls
+    4000000000
+    >>> tj.set_memory_budget(old)
     """
     global _budget
     if nbytes is None:
         _budget = _default_budget()
         return
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-        raise TypeError(f"memory budget must be an int number of bytes, got {type(nbytes).__name__}")
-    if nbytes <= 0:
-        raise ValueError(f"memory budget must be positive, got {nbytes}")
-    _budget = nbytes
+    _budget = _parse_budget(nbytes)
 
 
 def get_memory_budget() -> int:
-    """The current memory budget in bytes."""
+    """The current memory budget in bytes (see :func:`set_memory_budget`).
+
+    Examples
+    --------
+    >>> import tensorjac as tj
+    >>> old = tj.get_memory_budget()
+    >>> tj.set_memory_budget("1K")
+    >>> tj.get_memory_budget()
+    1024
+    >>> tj.set_memory_budget(old)
+    """
     return _budget
 
 
