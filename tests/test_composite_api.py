@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorjac as tj
 from composite_cases import CLOSED_RTOL, FD_RTOL, WC, assert_close, by_name, fd_reference, needs_engine
-from conftest import LAYOUTS, VIEW_KINDS, as_view, fd_tensor, to_layout
+from conftest import LAYOUTS, VIEW_KINDS, as_view, empty_view, fd_tensor, to_layout
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -467,6 +467,17 @@ def test_out_filled_and_returned(layout):
 
 
 @needs_engine
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+def test_out_in_any_memory_layout(kind):
+    args = sandwich_args(30)
+    want = to_layout(tanh_sandwich_T(args, 1), (2, 2), (3, 4), "matrix")
+    out = empty_view(want.shape, np.float64, kind)
+    res = tj.jacobian(tanh_sandwich, *args, wrt=1, layout="matrix", out=out)
+    assert res is out
+    assert_close(out, want, CLOSED_RTOL)
+
+
+@needs_engine
 def test_out_errors():
     args = sandwich_args(19)
     shape = (2, 2, 3, 4)
@@ -754,6 +765,25 @@ def test_loops_and_early_return():
 
     assert_close(tj.jacobian(early, np.array([1.0, 2.0])), 2 * np.eye(2), CLOSED_RTOL)
     assert_close(tj.jacobian(early, np.array([-1.0, 2.0])), np.diag([3.0, 12.0]), CLOSED_RTOL)
+
+
+@needs_engine
+def test_python_builtins_on_traced_values():
+    x = np.array([0.3, -1.2, 2.0])
+    assert_close(tj.jacobian(lambda x: sum(x[i] ** 2 for i in range(3)), x), 2 * x, CLOSED_RTOL)
+    assert_close(tj.jacobian(lambda x: max(x[0], x[2]) * 3, x), np.array([0.0, 0.0, 3.0]), CLOSED_RTOL)
+    assert_close(tj.jacobian(lambda x: x * len(x) + x.shape[0] + x.ndim + x.size, x), 3 * np.eye(3), CLOSED_RTOL)
+
+
+@needs_engine
+def test_iterating_over_a_traced_array_is_right_or_refused():
+    X = _rng(31).standard_normal((3, 2))
+    try:
+        J = tj.jacobian(lambda X: np.stack([np.sum(row**2) for row in X]), X)
+    except TypeError as e:
+        assert "tj.fd.jacobian" in str(e), str(e)
+    else:
+        assert_close(J, np.einsum("ik,kl->ikl", np.eye(3), 2 * X), CLOSED_RTOL)
 
 
 @needs_engine

@@ -175,3 +175,15 @@ def test_engine_second_point(case, w):
     args = case.args(1)
     _, _, T_cl = reference(case.name, w, 1)
     assert_close(tj.jacobian(case.f, *args, wrt=w), T_cl, CLOSED_RTOL)
+
+
+@needs_engine
+@pytest.mark.parametrize(("case", "w"), CLOSED_WRT, ids=CLOSED_WRT_IDS)
+def test_engine_float32_arguments(case, w):
+    """float32 arguments: the Jacobian's dtype is the promotion of float32 and f's output dtype
+    (float32 when f keeps everything float32), and its values match the float64 closed form."""
+    args = tuple(a.astype(np.float32) if np.asarray(a).dtype == np.float64 else a for a in case.args())
+    J = tj.jacobian(case.f, *args, wrt=w)
+    assert J.dtype == np.result_type(np.float32, np.asarray(case.f(*args)).dtype)
+    _, _, T_cl = reference(case.name, w)
+    assert_close(J.astype(np.float64), T_cl, 2e-3)

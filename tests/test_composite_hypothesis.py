@@ -31,7 +31,7 @@ BINARY = {
 
 @HYP
 @given(
-    shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=1, max_side=3),
+    shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=0, max_side=3),
     op=st.sampled_from(sorted(BINARY)),
     mode=st.sampled_from(["x_op_c", "c_op_x", "both"]),
     seed=st.integers(0, 2**16),

@@ -41,10 +41,17 @@ def _rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _copies(args):
+    return tuple(np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args)
+
+
 def check_fd(f, *args, wrt=0, rtol=FD_RTOL):
-    """tj.jacobian(f) against Richardson differences of the same f, for every wrt."""
+    """tj.value_and_jacobian(f): the value is numpy's own f(*args) and J agrees with Richardson
+    differences of the same f, for every wrt."""
     wrts = wrt if isinstance(wrt, tuple) else (wrt,)
-    Js = tj.jacobian(f, *args, wrt=wrt)
+    value, Js = tj.value_and_jacobian(f, *args, wrt=wrt)
+    want = f(*_copies(args))  # copies: f may write in place into its arguments
+    np.testing.assert_allclose(value, want, rtol=1e-13, atol=1e-13 * max(1.0, np.max(np.abs(want), initial=0.0)))
     if not isinstance(wrt, tuple):
         Js = (Js,)
     assert len(Js) == len(wrts)
@@ -283,7 +290,79 @@ EXTRA_FUNCTIONS = {  # numpy functions the spec does not list: right or refused,
     "polyval": (lambda x: np.polyval([1.0, -2.0, 0.5], x), (2, 3)),
     "linalg_matrix_norm": (lambda x: np.linalg.matrix_norm(x), (3, 3)),
     "linalg_vector_norm": (lambda x: np.linalg.vector_norm(x, axis=0), (3, 3)),
+    "argmax_gather": (lambda x: x.ravel()[np.argmax(x)] * x, (2, 3)),
+    "argsort_gather": (lambda x: x[0][np.argsort(x[0])] * 2, (2, 3)),
+    "astype_float32": (lambda x: x.astype(np.float32) * x, (2, 3)),
+    "take": (lambda x: np.take(x, [2, 0, 2], axis=1), (2, 3)),
+    "outer_of_flat": (lambda x: np.outer(x.ravel(), x[0]), (2, 3)),
+    "copy_method": (lambda x: x.copy() * x, (2, 3)),
+    "np.copy": (lambda x: np.copy(x) ** 2, (2, 3)),
+    "zeros_like_fill": (lambda x: _fill_like(x), (2, 3)),
+    "in_place_through_a_view": (lambda x: _view_inplace(x), (2, 3)),
+    "in_place_through_reshape_view": (lambda x: _reshape_view_inplace(x), (2, 3)),
+    "in_place_through_transpose_view": (lambda x: _transpose_view_inplace(x), (2, 3)),
+    "in_place_through_swapaxes_view": (lambda x: _swapaxes_view_inplace(x), (2, 3)),
+    "in_place_through_newaxis_view": (lambda x: _newaxis_view_inplace(x), (2, 3)),
+    "chained_basic_index_assignment": (lambda x: _chained_setitem(x), (2, 3)),
+    "in_place_through_row_view": (lambda x: _row_view_inplace(x), (2, 3)),
 }
+
+
+def _swapaxes_view_inplace(x):
+    y = x * 2.0
+    s = np.swapaxes(y, 0, 1)
+    s[1] += x[:, 0]
+    return y
+
+
+def _newaxis_view_inplace(x):
+    y = x - 1.0
+    e = y[None]
+    e[0, 1] = x[0] ** 2
+    return y
+
+
+def _chained_setitem(x):
+    y = x * 1.0
+    y[1:][0] = x[0] * 3  # numpy: y[1:] is a view, so this writes y[1]
+    y[:, 1:][:, 0] *= x[:, 2]
+    return y
+
+
+def _row_view_inplace(x):
+    y = x**2
+    row = y[0]
+    row += x[1]
+    return y
+
+
+def _fill_like(x):
+    z = np.zeros_like(x)
+    z[0] = x[1] * 2
+    return z + x
+
+
+def _view_inplace(x):
+    """numpy semantics: v is a view of y, so v *= 2 changes y."""
+    y = x * 1.0
+    v = y[1:]
+    v *= 2
+    v[0, 0] = x[0, 0] ** 2
+    return y
+
+
+def _reshape_view_inplace(x):
+    y = x + 0.0
+    flat = y.reshape(-1)  # a view
+    flat[::2] += x.ravel()[::2] ** 2
+    return y
+
+
+def _transpose_view_inplace(x):
+    y = x * 3.0
+    t = y.T  # a view
+    t[0] = x[:, 1]
+    return y
 
 
 @needs_engine
@@ -431,6 +510,22 @@ def test_reduction(red, axis, keepdims):
     a = AXES[axis]
     J = check_fd(lambda x: f(x, a, keepdims), x)[0]
     assert J.shape == np.shape(f(x, a, keepdims)) + x.shape
+
+
+@needs_engine
+def test_reduction_axis_empty_tuple_and_positional_axis():
+    """axis=() reduces nothing (numpy: the identity for sum/mean/prod/max/min, zeros for var)."""
+    x = DISTINCT(_rng(32), 2, 3) * 0.3
+    eye = np.eye(6).reshape(2, 3, 2, 3)
+    for f in (np.sum, np.mean, np.prod, np.max, np.min, np.amax, np.amin):
+        np.testing.assert_array_equal(tj.jacobian(lambda x, f=f: f(x, axis=()), x), eye)
+    np.testing.assert_array_equal(tj.jacobian(lambda x: np.var(x, axis=()), x), np.zeros((2, 3, 2, 3)))
+    for f in (lambda x: np.sum(x, 0), lambda x: x.sum(1, keepdims=True), lambda x: np.mean(x, (0, 1)),
+              lambda x: x.max(0), lambda x: np.linalg.norm(x, 2, 0), lambda x: np.std(x, 1, None, None, 1),
+              lambda x: np.transpose(x, axes=(1, 0)) ** 2, lambda x: np.tensordot(x, x, axes=([-1], [-1])),
+              lambda x: x.ravel(order="F") * np.arange(6.0), lambda x: np.squeeze(x[:, None, :, None], axis=(1, 3)),
+              lambda x: x[..., np.newaxis] @ x[..., np.newaxis, :]):
+        check_fd(f, x)
 
 
 @needs_engine
