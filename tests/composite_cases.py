@@ -1295,6 +1295,34 @@ def reference(name: str, w: int, seed: int = 0) -> tuple[tuple, np.ndarray, np.n
     return out_shape, T_fd, T_cl
 
 
+# Cases made of holomorphic operations only: with complex arguments the engine must give the complex
+# derivative (no conjugation); central differences with a real step are the reference.
+HOLOMORPHIC = (
+    "trace_AX", "trace_XtAX", "trace_AXBXt", "trace_method_diag_sq", "det_X", "det_AXB", "inv_X", "inv_AXB",
+    "dAinv_dx", "ridge_inverse", "sqnorm_Ax", "fro_AXB_plus_C_sq", "quad_xAx", "quad_xAtAx", "bilinear_uXv",
+    "lstsq_loss", "ridge_gradient_map", "normal_equations_solve", "pinv_solution", "multiple_regression",
+    "linreg_python_loop", "covariance", "covariance_trace", "dense_tanh", "mlp_two_layer",
+    "logistic_loss", "tj_sigmoid_of_Xw", "einsum_rank3", "batched_matmul", "sum_axes_rank3", "mean_sq_keepdims_rank3",
+    "rank3_tanh_einsum", "chain_rank4_intermediate", "scalar_to_matrix_to_scalar", "rank4_input", "seed_2x2_plus_4y",
+    "seed_quotient", "seed_det2x2", "seed_vector_function", "seed_Ax_wrt_A", "seed_AX_wrt_A", "seed_circle",
+    "seed_rotation", "seed_trace_XtX", "seed_affine_scalar", "kron_AB", "outer_tanh", "slice_step_broadcast",
+    "fancy_index_repeated", "advanced_rows_cols", "concatenate_mix", "hstack_bias_column", "vstack_stack", "triu_tril",
+    "tile_repeat_flip", "diag_diagonal_trace", "transpose_reshape_family", "expand_squeeze_broadcast", "tensordot_axes",
+    "dot_inner_outer", "solve_matrix_rhs", "solve_vector_rhs", "tj_sandwich_plus_X", "tj_inv_then_tanh",
+    "power_both_traced", "ufunc_trig_hyperbolic_family", "prod_all", "prod_axis1", "dense_tanh_wide", "inv_AXB_5x5",
+)
+
+
+def complex_args(case: Case, seed: int = 0) -> tuple:
+    """The case's arguments with a small imaginary part on every float array (away from branch cuts)."""
+    r = np.random.default_rng(500 + seed)
+    out = []
+    for a in case.args(seed):
+        a = np.asarray(a)
+        out.append(a + 0.1j * r.standard_normal(a.shape) if a.dtype == np.float64 else a)
+    return tuple(out)
+
+
 CASE_WRT = [(c, w) for c in CASES for w in c.wrt]
 CASE_WRT_IDS = [f"{c.name}-wrt{w}" for c, w in CASE_WRT]
 CLOSED_WRT = [(c, w) for c, w in CASE_WRT if c.closed is not None]

@@ -24,14 +24,17 @@ from composite_cases import (
     CLOSED_WRT,
     CLOSED_WRT_IDS,
     FD_RTOL,
+    HOLOMORPHIC,
     MAX_ENTRIES,
     assert_close,
+    by_name,
+    complex_args,
     fd_reference,
     needs_engine,
     partial,
     reference,
 )
-from conftest import LAYOUTS, to_layout
+from conftest import LAYOUTS, fd_tensor, to_layout
 
 # ----------------------------------------------------------------------------- the references themselves (run today)
 
@@ -187,3 +190,26 @@ def test_engine_float32_arguments(case, w):
     assert J.dtype == np.result_type(np.float32, np.asarray(case.f(*args)).dtype)
     _, _, T_cl = reference(case.name, w)
     assert_close(J.astype(np.float64), T_cl, 2e-3)
+
+
+HOLO_WRT = [(by_name(n), w) for n in HOLOMORPHIC for w in by_name(n).wrt]
+
+
+def test_holomorphic_list_is_valid():
+    for name in HOLOMORPHIC:
+        case = by_name(name)
+        value = np.asarray(case.f(*complex_args(case)))
+        assert value.dtype == np.complex128, name
+        assert np.all(np.isfinite(value)), name
+
+
+@needs_engine
+@pytest.mark.parametrize(("case", "w"), HOLO_WRT, ids=[f"{c.name}-wrt{w}" for c, w in HOLO_WRT])
+def test_engine_complex_holomorphic(case, w):
+    """Complex arguments through holomorphic operations: the complex derivative (no conjugation),
+    against central differences with a real step (the complex derivative of a holomorphic f)."""
+    args = complex_args(case)
+    J = tj.jacobian(case.f, *args, wrt=w)
+    want = fd_tensor(case.f, args, w, h=1e-6)
+    assert J.dtype == np.complex128
+    assert_close(J, want, 1e-6)

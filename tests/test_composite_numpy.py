@@ -305,7 +305,23 @@ EXTRA_FUNCTIONS = {  # numpy functions the spec does not list: right or refused,
     "in_place_through_newaxis_view": (lambda x: _newaxis_view_inplace(x), (2, 3)),
     "chained_basic_index_assignment": (lambda x: _chained_setitem(x), (2, 3)),
     "in_place_through_row_view": (lambda x: _row_view_inplace(x), (2, 3)),
+    "view_taken_before_in_place": (lambda x: _view_before_inplace(x), (2, 3)),
+    "input_view_then_in_place_input": (lambda x: _input_view_then_inplace(x), (2, 3)),
 }
+
+
+def _view_before_inplace(x):
+    y = x * 1.0
+    v = y[0]  # numpy: a view, so it sees the updates below
+    y *= 2
+    y += x
+    return v * 1.0
+
+
+def _input_view_then_inplace(x):
+    v = x[:, 1:]
+    x *= 3  # in place on the traced input itself
+    return v**2
 
 
 def _swapaxes_view_inplace(x):
@@ -945,7 +961,16 @@ def _broadcast_setitem(x):
     return y * x
 
 
+def _snapshot_before_inplace(x):
+    y = x * 1.0
+    z = y * 2  # a new array: later in-place updates of y do not reach it
+    y += 1.0
+    y *= x
+    return z + y
+
+
 INPLACE = {
+    "snapshot_before_in_place": (_snapshot_before_inplace, (4,)),
     "iadd_imul_isub_idiv_ipow": (_inplace_add, (4,)),
     "setitem_traced_and_constant": (_setitem_traced, (4,)),
     "slice_iadd_imul": (_slice_iadd, (5,)),
