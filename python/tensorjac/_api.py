@@ -8,6 +8,7 @@ differentiated exactly (tensorjac._engine).
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,10 @@ import numpy as np
 
 from . import _config
 from ._dtypes import as_float_array, result_dtype
-from ._engine import forward, forward_terms, reverse
+from ._engine import JacobianProgram, forward, reverse, signature
 from ._layout import ALL_LAYOUTS, Layout, check_out, layout_placement, prod
 from ._rule import Op, op_jacobian, op_product
-from ._terms import Algebra, Term, materialize
+from ._terms import Algebra, Final, Term, finalize
 from ._trace import Node, Trace, Tracer
 
 __all__ = ["grad", "jacobian", "jvp", "value_and_jacobian", "vjp"]
@@ -65,7 +66,7 @@ class _Call:
         self.out_nodes: list[Node] = []
         self.out_values: list[np.ndarray] = []
         for i, o in enumerate(outs):
-            if type(o) is Tracer:
+            if isinstance(o, Tracer):
                 node = o._get()
             else:
                 v = np.asarray(o) if not isinstance(o, (str, bytes)) else np.asarray(object())
@@ -116,6 +117,10 @@ class _Call:
 # ----------------------------------------------------------------------------- jacobian
 
 
+_PROGRAMS: OrderedDict[tuple, JacobianProgram] = OrderedDict()
+_PROGRAMS_MAX = 128
+
+
 def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> Any:
     nt = 0 if num_threads is None else _config.resolve_threads(num_threads)
     if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
@@ -130,42 +135,59 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> A
             if len(flat) != nout * nin:
                 raise ValueError("out= must have the same tuple structure as the result")
             outs_flat = flat
-    in_shapes = [n.value.shape for n in call.trace.inputs]
-    alg = Algebra()
-    scalar = all(v.size == 1 for v in call.out_values)
-    if scalar:  # reverse accumulation: one backward sweep per output
-        terms_per_out = []
-        for i, node in enumerate(call.out_nodes):
-            dt = np.result_type(*[call.dtype(i, k) for k in range(nin)])
-            cot = np.ones((1, *node.value.shape), dtype=dt)
-            grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, nt)
-            row = {}
-            for k, g in enumerate(grads):
-                if g is not None:
-                    row[k] = [_gradient_term(alg, g[0], node.value.shape)]
-            terms_per_out.append(row)
-    else:
-        terms_per_out = forward_terms(call.trace, call.out_nodes, call.trace.inputs, alg)
-    res: list[list[Any]] = []
+    inputs = call.trace.inputs
+    dtypes = [[call.dtype(i, k) for k in range(nin)] for i in range(nout)]
     for i, node in enumerate(call.out_nodes):
-        row_res = []
         for k in range(nin):
-            dt = call.dtype(i, k)
             o = outs_flat[i * nin + k]
-            shape, _, _ = layout_placement(layout, node.value.shape, in_shapes[k])
             if o is not None:
-                check_out(o, shape, dt, [n.value for n in call.trace.inputs])
-            terms = terms_per_out[i].get(k, [])
-            row_res.append(materialize(alg, terms, node.value.shape, in_shapes[k], layout, dt, o, nt))
-        res.append(row_res)
+                shape, _, _ = layout_placement(layout, node.value.shape, inputs[k].value.shape)
+                check_out(o, shape, dtypes[i][k], [n.value for n in inputs])
+    if all(v.size == 1 for v in call.out_values):
+        finals, arrays = _reverse_finals(call, layout, dtypes, nt)
+    else:  # forward accumulation of terms, replayed from a recorded program when the tape repeats
+        key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)))
+        prog = _PROGRAMS.get(key)
+        if prog is None:
+            prog = JacobianProgram.record(call.trace, call.out_nodes, inputs, layout, dtypes)
+            _PROGRAMS[key] = prog
+            if len(_PROGRAMS) > _PROGRAMS_MAX:
+                _PROGRAMS.popitem(last=False)
+        else:
+            _PROGRAMS.move_to_end(key)
+        finals, arrays = prog.finals, prog.factor_arrays(call.trace)
+    res = [
+        [finals[i][k].write(arrays[i][k], outs_flat[i * nin + k], nt) for k in range(nin)] for i in range(nout)
+    ]
     return call.shape_result(res)
+
+
+def _reverse_finals(
+    call: _Call, layout: str, dtypes: list[list[np.dtype]], nt: int
+) -> tuple[list[list[Final]], list[list[list[np.ndarray]]]]:
+    """Size-1 outputs: reverse accumulation (one backward sweep per output), then one expand pass."""
+    alg = Algebra()
+    finals, arrays = [], []
+    for i, node in enumerate(call.out_nodes):
+        dt = np.result_type(*dtypes[i])
+        cot = np.ones((1, *node.value.shape), dtype=dt)
+        grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, nt)
+        frow, arow = [], []
+        for k, g in enumerate(grads):
+            terms = [] if g is None else [_gradient_term(alg, g[0], node.value.shape)]
+            fin = finalize(alg, terms, node.value.shape, call.trace.inputs[k].value.shape, layout, dtypes[i][k])
+            frow.append(fin)
+            arow.append(fin.first or [])
+        finals.append(frow)
+        arrays.append(arow)
+    return finals, arrays
 
 
 def _gradient_term(alg: Algebra, g: np.ndarray, out_shape: tuple[int, ...]) -> Term:
     """The Jacobian of a size-1 output as a term: its gradient over the input's letters."""
     inp = tuple((alg.new(n),) for n in g.shape)
     out = tuple((alg.new(1),) for _ in out_shape)
-    return Term(1, out, inp, [(g, tuple(c for (c,) in inp))] if g.ndim else [(g, ())])
+    return Term(1, out, inp, [(alg.prog.leaf(g), tuple(c for (c,) in inp))])
 
 
 def jacobian(

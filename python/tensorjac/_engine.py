@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._ad import apply_deriv
-from ._terms import Algebra, Term, compose, identity, merge, rule_terms
+from ._terms import Algebra, Final, Program, Term, compose, finalize, identity, merge, rule_terms
 from ._trace import Node, Trace
 
-__all__ = ["forward", "forward_terms", "needed", "reverse"]
+__all__ = ["JacobianProgram", "forward", "forward_terms", "needed", "reverse", "signature"]
 
 
 def needed(trace: Trace, outs: Sequence[Node]) -> tuple[set[int], dict[int, int]]:
@@ -45,8 +45,15 @@ def _in_shape(node: Node, pos: int) -> tuple[int, ...]:
     return tuple(np.shape(node.args[pos]))
 
 
-def forward_terms(trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], alg: Algebra) -> list[dict[int, list[Term]]]:
-    """For each output, {input position: terms of d output / d input}."""
+def forward_terms(
+    trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], alg: Algebra,
+    sources: list[tuple[int, int]] | None = None,
+) -> list[dict[int, list[Term]]]:
+    """For each output, {input position: terms of d output / d input}.
+
+    ``sources`` collects the (node, argument) pairs whose rule factors became
+    program leaves, in order (what a replay must evaluate).
+    """
     need, last = needed(trace, outs)
     pos = {n.index: k for k, n in enumerate(inputs)}
     keep = {o.index for o in outs}
@@ -65,6 +72,8 @@ def forward_terms(trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], al
                 continue
             d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
             facs = d.eval_factors(node.args, node.value)
+            if sources is not None:
+                sources.append((node.index, argpos))
             R = rule_terms(alg, d, facs, node.value.shape, _in_shape(node, argpos))
             for k, terms in pj.items():
                 lst = res.setdefault(k, [])
@@ -138,3 +147,94 @@ def forward(
             if last.get(parent.index) == node.index and parent.index not in keep:
                 T.pop(parent.index, None)
     return [T.get(o.index) if o.live else None for o in outs]
+
+
+# ----------------------------------------------------------------------------- recorded Jacobian programs
+
+
+class JacobianProgram:
+    """The numeric part of one symbolic Jacobian derivation, replayable on a tape of the same structure."""
+
+    __slots__ = ("finals", "prog", "sources")
+
+    def __init__(self, prog: Program, sources: list[tuple[int, int]], finals: list[list[Final]]) -> None:
+        self.prog = prog
+        self.sources = sources
+        self.finals = finals
+
+    @classmethod
+    def record(
+        cls, trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], layout: str,
+        dtypes: Sequence[Sequence[np.dtype]],
+    ) -> JacobianProgram:
+        alg = Algebra()
+        sources: list[tuple[int, int]] = []
+        per_out = forward_terms(trace, outs, inputs, alg, sources)
+        finals = [
+            [
+                finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k])
+                for k, n in enumerate(inputs)
+            ]
+            for i, o in enumerate(outs)
+        ]
+        return cls(alg.prog, sources, finals)
+
+    def factor_arrays(self, trace: Trace) -> list[list[list[np.ndarray]]]:
+        """The final factor arrays of every Jacobian, for this tape's values."""
+        if all(f.first is not None for row in self.finals for f in row):
+            res = [[f.first for f in row] for row in self.finals]
+            for row in self.finals:
+                for f in row:
+                    f.first = None
+            return res  # type: ignore[return-value]
+        leaves: list[np.ndarray] = []
+        nodes = trace.nodes
+        for ni, argpos in self.sources:
+            node = nodes[ni]
+            assert node.op is not None
+            d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
+            leaves.extend(d.eval_factors(node.args, node.value))
+        want = [r for row in self.finals for f in row for r in f.regs]
+        arrays = iter(self.prog.replay(leaves, want))
+        return [[[next(arrays) for _ in f.regs] for f in row] for row in self.finals]
+
+
+def _freeze(v: object) -> object:
+    """A hashable stand-in for a rule parameter: its structure, not the values of index arrays."""
+    if isinstance(v, slice):
+        return ("slice", v.start, v.stop, v.step)
+    if isinstance(v, np.ndarray):
+        return ("array", v.shape, v.dtype.str)
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__, *(_freeze(x) for x in v))
+    if isinstance(v, dict):
+        return tuple((k, _freeze(x)) for k, x in v.items())
+    try:
+        hash(v)
+    except TypeError:
+        return ("object", id(v))
+    return v
+
+
+def _argsig(a: object) -> object:
+    if isinstance(a, np.ndarray):
+        return (a.shape, a.dtype.str)
+    if isinstance(a, (bool, int, float, complex)):
+        return type(a).__name__
+    b = np.asarray(a)
+    return (b.shape, b.dtype.str)
+
+
+def signature(trace: Trace, outs: Sequence[Node], inputs: Sequence[Node]) -> tuple:
+    """Everything the symbolic derivation depends on: ops, parameters, shapes, dtypes and wiring."""
+    return (
+        tuple(
+            (
+                n.op, _freeze(n.params), tuple(_argsig(a) for a in n.args), n.value.shape, n.value.dtype.str,
+                tuple((p, par.index) for p, par in n.parents),
+            )
+            for n in trace.nodes
+        ),
+        tuple(n.index for n in inputs),
+        tuple((o.index, o.live, o.value.shape, o.value.dtype.str) for o in outs),
+    )

@@ -23,7 +23,7 @@ from ._deriv import Deriv
 from ._layout import prod
 from ._rule import Op, implements
 from ._rulekit import bcast_letters, einsum_deriv, letters, need_square, normalize_axes, squeezed_factor
-from ._trace import Tracer, constant_functions, constant_ufuncs, make_constant, unsupported
+from ._trace import Tracer, constant_functions, constant_ufuncs, make_constant, refuse, unsupported
 from .ops import (
     _bcast_shape,
     _onehot_arg,
@@ -218,7 +218,7 @@ where = Op("where", ("condition", "x", "y"), np.where, _where_shape, _where_deri
 
 @implements(np.where)
 def _np_where(condition: Any, x: Any = None, y: Any = None) -> Any:
-    cond = condition._get().value if type(condition) is Tracer else condition
+    cond = condition._get().value if isinstance(condition, Tracer) else condition
     if x is None and y is None:
         return np.nonzero(cond)
     return where(np.asarray(cond, dtype=bool), x, y)
@@ -230,7 +230,7 @@ def _np_clip(a: Any, a_min: Any = None, a_max: Any = None, out: Any = None, **kw
     lo = kw.pop("min", a_min)
     hi = kw.pop("max", a_max)
     if out is not None or kw:
-        raise TypeError(f"tensorjac: numpy.clip(..., {', '.join(kw) or 'out'}=...) is not supported here")
+        raise refuse(f"tensorjac: numpy.clip(..., {', '.join(kw) or 'out'}=...) is not supported here")
     r = a
     if lo is not None:
         r = np.maximum(r, lo)
@@ -286,14 +286,14 @@ def _count(shape: tuple[int, ...], axis: Any) -> int:
 @implements(np.mean)
 def _np_mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, **kw: Any) -> Any:
     if dtype is not None or out is not None or kw:
-        raise TypeError("tensorjac: numpy.mean(..., dtype/out/where=...) is not supported inside traced functions")
+        raise refuse("tensorjac: numpy.mean(..., dtype/out/where=...) is not supported inside traced functions")
     s = np.sum(a, axis=axis, keepdims=keepdims)
     return s / _count(np.shape(a), axis)
 
 
 def _var(a: Any, axis: Any, ddof: Any, keepdims: bool) -> Any:
     if np.iscomplexobj(a):
-        raise TypeError("tensorjac: var/std of complex values are not holomorphic; differentiate real and "
+        raise refuse("tensorjac: var/std of complex values are not holomorphic; differentiate real and "
                         "imaginary parts, or use tj.fd.jacobian")
     n = _count(np.shape(a), axis)
     c = a - np.sum(a, axis=axis, keepdims=True) / n
@@ -304,7 +304,7 @@ def _var(a: Any, axis: Any, ddof: Any, keepdims: bool) -> Any:
 def _np_var(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0, keepdims: bool = False,
             **kw: Any) -> Any:
     if dtype is not None or out is not None or kw:
-        raise TypeError("tensorjac: numpy.var(..., dtype/out/where/mean/correction=...) is not supported here")
+        raise refuse("tensorjac: numpy.var(..., dtype/out/where/mean/correction=...) is not supported here")
     return _var(a, axis, ddof, keepdims)
 
 
@@ -312,7 +312,7 @@ def _np_var(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: 
 def _np_std(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: Any = 0, keepdims: bool = False,
             **kw: Any) -> Any:
     if dtype is not None or out is not None or kw:
-        raise TypeError("tensorjac: numpy.std(..., dtype/out/where/mean/correction=...) is not supported here")
+        raise refuse("tensorjac: numpy.std(..., dtype/out/where/mean/correction=...) is not supported here")
     return np.sqrt(_var(a, axis, ddof, keepdims))
 
 
@@ -323,7 +323,7 @@ def _np_average(a: Any, axis: Any = None, weights: Any = None, returned: bool = 
         scl = _count(np.shape(a), axis)
     else:
         if np.shape(weights) != np.shape(a):
-            raise TypeError("tensorjac: numpy.average with weights of another shape is not supported; "
+            raise refuse("tensorjac: numpy.average with weights of another shape is not supported; "
                             "broadcast the weights first")
         scl = np.sum(weights, axis=axis, keepdims=keepdims)
         avg = np.sum(a * weights, axis=axis, keepdims=keepdims) / scl
@@ -359,7 +359,7 @@ cumsum = Op("cumsum", ("X",), lambda X, axis: np.cumsum(X, axis=axis), lambda x,
 @implements(np.cumsum)
 def _np_cumsum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
     if dtype is not None or out is not None:
-        raise TypeError("tensorjac: numpy.cumsum(..., dtype/out=...) is not supported here")
+        raise refuse("tensorjac: numpy.cumsum(..., dtype/out=...) is not supported here")
     if axis is None:
         return cumsum(np.ravel(a), axis=0)
     return cumsum(a, axis=axis)
@@ -382,7 +382,7 @@ _cast = Op("astype", ("X",), lambda X, dtype: np.asarray(X).astype(dtype), lambd
 def cast(x: Any, dtype: np.dtype) -> Any:
     """x.astype(dtype) for a float or complex dtype (complex to real would drop the imaginary part: refused)."""
     if np.iscomplexobj(x) and dtype.kind != "c":
-        raise TypeError("tensorjac: casting a complex traced value to a real dtype discards its imaginary part, "
+        raise refuse("tensorjac: casting a complex traced value to a real dtype discards its imaginary part, "
                         "which is not holomorphic; use tj.fd.jacobian on real and imaginary parts")
     return _cast(x, dtype=dtype)
 
@@ -390,21 +390,21 @@ def cast(x: Any, dtype: np.dtype) -> Any:
 @implements(np.real)
 def _np_real(val: Any) -> Any:
     if np.iscomplexobj(val):
-        raise TypeError("tensorjac: numpy.real of a complex traced value is not holomorphic")
+        raise refuse("tensorjac: numpy.real of a complex traced value is not holomorphic")
     return val
 
 
 @implements(np.imag)
 def _np_imag(val: Any) -> Any:
     if np.iscomplexobj(val):
-        raise TypeError("tensorjac: numpy.imag of a complex traced value is not holomorphic")
+        raise refuse("tensorjac: numpy.imag of a complex traced value is not holomorphic")
     return make_constant(val, np.zeros(np.shape(val), dtype=val.dtype))
 
 
 def _like_handler(f: Callable[..., Any]) -> Callable[..., Any]:
     def h(prototype: Any, *a: Any, **k: Any) -> Any:
-        val = prototype._get().value if type(prototype) is Tracer else prototype
-        return make_constant(prototype, f(val, *[x._get().value if type(x) is Tracer else x for x in a], **k))
+        val = prototype._get().value if isinstance(prototype, Tracer) else prototype
+        return make_constant(prototype, f(val, *[x._get().value if isinstance(x, Tracer) else x for x in a], **k))
 
     return h
 
@@ -513,7 +513,7 @@ def _reshape_deriv(wrt: int, x: tuple, shape: tuple[int, ...]) -> Deriv:
 
 
 reshape = Op("reshape", ("X",), lambda X, shape: np.reshape(X, shape), lambda x, shape: shape, _reshape_deriv,
-             params={"shape": None}, normalize=_reshape_norm, public=False)
+             params={"shape": None}, normalize=_reshape_norm, public=False, view=True)
 
 
 @implements(np.reshape)
@@ -527,15 +527,8 @@ def _np_reshape(a: Any, *args: Any, **kw: Any) -> Any:
         sh = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
         return np.transpose(reshape(np.transpose(a), shape=tuple(sh)[::-1]))
     if order not in ("C", "A"):
-        raise TypeError(f"tensorjac: reshape order={order!r} is not supported")
-    res = reshape(a, shape=shape)
-    return _mark_view(res, a)
-
-
-def _mark_view(res: Any, base: Any) -> Any:
-    from ._trace import _view_of
-
-    return _view_of(res, base) if type(res) is Tracer else res
+        raise refuse(f"tensorjac: reshape order={order!r} is not supported")
+    return reshape(a, shape=shape)
 
 
 @implements(np.ravel)
@@ -629,12 +622,12 @@ def _broadcast_to_deriv(wrt: int, x: tuple, shape: tuple[int, ...]) -> Deriv:
 
 
 broadcast_to = Op("broadcast_to", ("X",), lambda X, shape: np.broadcast_to(X, shape), lambda x, shape: shape,
-                  _broadcast_to_deriv, params={"shape": None}, normalize=_bto_norm, public=False)
+                  _broadcast_to_deriv, params={"shape": None}, normalize=_bto_norm, public=False, view=True)
 
 
 @implements(np.broadcast_to)
 def _np_broadcast_to(array: Any, shape: Any, subok: bool = False) -> Any:
-    return _mark_view(broadcast_to(array, shape=shape), array)
+    return broadcast_to(array, shape=shape)
 
 
 @implements(np.broadcast_arrays)
@@ -835,7 +828,7 @@ def _getitem_deriv(wrt: int, x: tuple, key: Any) -> Deriv:
 
 
 getitem = Op("getitem", ("X",), lambda X, key: np.asarray(X)[key], lambda x, key: _index(x, key).out_shape,
-             _getitem_deriv, params={"key": None}, public=False)
+             _getitem_deriv, params={"key": None}, public=False, view=True)
 
 
 def _winners(shape: tuple[int, ...], key: Any, sel_shape: tuple[int, ...]) -> np.ndarray:
@@ -914,8 +907,8 @@ def scatter(x: Any, v: Any, key: Any) -> Any:
             v = np.reshape(v, vs[len(vs) - len(sel):])
         if np.shape(v) != sel:
             v = np.broadcast_to(v, sel)
-    if type(v) is Tracer and np.iscomplexobj(v) and not np.iscomplexobj(x):
-        raise TypeError("tensorjac: assigning complex traced values into a real array discards the imaginary "
+    if isinstance(v, Tracer) and np.iscomplexobj(v) and not np.iscomplexobj(x):
+        raise refuse("tensorjac: assigning complex traced values into a real array discards the imaginary "
                         "part, which is not holomorphic")
     return _scatter(x, v, key=key)
 
@@ -923,7 +916,7 @@ def scatter(x: Any, v: Any, key: Any) -> Any:
 @implements(np.take)
 def _np_take(a: Any, indices: Any, axis: Any = None, out: Any = None, mode: str = "raise") -> Any:
     if out is not None or mode != "raise":
-        raise TypeError("tensorjac: numpy.take(..., out/mode=...) is not supported here")
+        raise refuse("tensorjac: numpy.take(..., out/mode=...) is not supported here")
     if axis is None:
         return np.ravel(a)[indices]
     ax = int(axis) % np.ndim(a)
@@ -944,7 +937,7 @@ def _np_take_along_axis(arr: Any, indices: Any, axis: Any) -> Any:
 
 @implements(np.sort)
 def _np_sort(a: Any, axis: Any = -1, kind: Any = None, order: Any = None, **kw: Any) -> Any:
-    val = a._get().value if type(a) is Tracer else np.asarray(a)
+    val = a._get().value if isinstance(a, Tracer) else np.asarray(a)
     if axis is None:
         return np.sort(np.ravel(a), axis=0, kind=kind)
     return np.take_along_axis(a, np.argsort(val, axis=axis, kind=kind or "stable"), axis)
@@ -1036,12 +1029,12 @@ def _diagonal_deriv(wrt: int, x: tuple, offset: int, axis1: int, axis2: int) -> 
 
 diagonal = Op("diagonal", ("X",), lambda X, offset, axis1, axis2: np.diagonal(X, offset, axis1, axis2),
               _diagonal_shape, _diagonal_deriv, params={"offset": 0, "axis1": 0, "axis2": 1},
-              normalize=_diagonal_norm, public=False)
+              normalize=_diagonal_norm, public=False, view=True)
 
 
 @implements(np.diagonal)
 def _np_diagonal(a: Any, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Any:
-    return _mark_view(diagonal(a, offset=offset, axis1=axis1, axis2=axis2), a)
+    return diagonal(a, offset=offset, axis1=axis1, axis2=axis2)
 
 
 @implements(np.diag)
@@ -1127,7 +1120,7 @@ concatenate = Op("concatenate", ("arrays",), lambda *a, axis: np.concatenate(a, 
 @implements(*_np("concatenate", "concat"))
 def _np_concatenate(arrays: Any, axis: Any = 0, out: Any = None, dtype: Any = None, casting: Any = "same_kind") -> Any:
     if out is not None or dtype is not None:
-        raise TypeError("tensorjac: numpy.concatenate(..., out/dtype=...) is not supported here")
+        raise refuse("tensorjac: numpy.concatenate(..., out/dtype=...) is not supported here")
     arrays = list(arrays)
     if axis is None:
         return concatenate(*[np.ravel(a) for a in arrays], axis=0)
@@ -1275,7 +1268,7 @@ einsum = Op("einsum", ("operands",), lambda *ops, spec: np.einsum(spec, *ops), _
 @implements(np.einsum)
 def _np_einsum(*operands: Any, out: Any = None, optimize: Any = False, **kw: Any) -> Any:
     if out is not None or kw:
-        raise TypeError("tensorjac: numpy.einsum(..., out/dtype/order/casting=...) is not supported here")
+        raise refuse("tensorjac: numpy.einsum(..., out/dtype/order/casting=...) is not supported here")
     if not operands or not isinstance(operands[0], str):
         raise unsupported("numpy.einsum in its sublist form", "pass the subscripts as a string")
     return einsum(*operands[1:], spec=operands[0])
@@ -1311,14 +1304,14 @@ def _np_inner(a: Any, b: Any) -> Any:
 @implements(np.vdot)
 def _np_vdot(a: Any, b: Any) -> Any:
     if np.iscomplexobj(a):
-        raise TypeError("tensorjac: numpy.vdot conjugates its first argument, which is not holomorphic")
+        raise refuse("tensorjac: numpy.vdot conjugates its first argument, which is not holomorphic")
     return np.dot(np.ravel(a), np.ravel(b))
 
 
 @implements(*_np("vecdot", "linalg.vecdot"))
 def _np_vecdot(x1: Any, x2: Any, axis: int = -1, **kw: Any) -> Any:
     if np.iscomplexobj(x1):
-        raise TypeError("tensorjac: numpy.vecdot conjugates its first argument, which is not holomorphic")
+        raise refuse("tensorjac: numpy.vecdot conjugates its first argument, which is not holomorphic")
     return np.sum(x1 * x2, axis=axis)
 
 
@@ -1450,7 +1443,7 @@ solve = Op("solve", ("a", "b"), np.linalg.solve, _solve_shape, _solve_deriv, num
 def _np_slogdet(a: Any) -> Any:
     from .ops import logdet
 
-    val = a._get().value if type(a) is Tracer else np.asarray(a)
+    val = a._get().value if isinstance(a, Tracer) else np.asarray(a)
     sign = np.linalg.slogdet(val)[0]
     return SlogdetResult(sign, logdet(a))
 

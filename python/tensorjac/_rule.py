@@ -140,6 +140,7 @@ class Op:
         normalize: Callable[..., dict[str, Any]] | None = None,
         public: bool = True,
         register: bool = True,
+        view: bool = False,
     ) -> None:
         self.name = name
         self.__name__ = name
@@ -150,6 +151,7 @@ class Op:
         self.holomorphic = holomorphic
         self.variadic = variadic
         self.public = public
+        self.view = view  # numpy returns a view of the first argument (in-place writes must follow it)
         self.example = example
         self._value = value
         self._shape = shape

@@ -40,7 +40,7 @@ from ._deriv import Deriv
 from ._expand import expand_plan
 from ._layout import prod
 
-__all__ = ["Algebra", "Term", "compose", "identity", "materialize", "merge", "rule_terms"]
+__all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "identity", "merge", "rule_terms"]
 
 _EINSUM_CHARS = string.ascii_letters
 # Below this many multiply-adds numpy's C einsum loop beats planning a BLAS path.
@@ -52,17 +52,149 @@ _MERGE_GROWTH = 4
 _PLAN_CACHE_MAX = 256
 
 Axes = tuple[tuple[int, ...], ...]
-Factor = tuple[np.ndarray, tuple[int, ...]]
+Factor = tuple["F", tuple[int, ...]]
+
+
+class Program:
+    """The numeric steps of a symbolic derivation, recorded while they run, for replay.
+
+    Every operation on factor arrays goes through here.  Recording executes it
+    and appends an instruction; :meth:`replay` re-executes the instructions on
+    new leaf arrays (the rules' factors of a tape with the same structure),
+    skipping all symbolic work: letter unification, contraction planning,
+    like-term grouping and plan building.
+    """
+
+    __slots__ = ("ins", "leaf_count", "peak")
+
+    def __init__(self) -> None:
+        self.ins: list[tuple[Any, tuple[int, ...], dict[str, Any]]] = []
+        self.leaf_count = 0
+        self.peak = 0  # largest array created, in bytes (re-checked against the budget on replay)
+
+    def _emit(self, fn: Any, args: tuple[F, ...], arr: np.ndarray, **static: Any) -> F:
+        self.ins.append((fn, tuple(a.r for a in args), static))
+        self.peak = max(self.peak, arr.nbytes)
+        return F(arr, len(self.ins) - 1)
+
+    def leaf(self, arr: Any) -> F:
+        a = np.asarray(arr)
+        k = self.leaf_count
+        self.leaf_count += 1
+        self.ins.append((_LEAF, (), {"k": k}))
+        return F(a, len(self.ins) - 1)
+
+    def const(self, arr: np.ndarray) -> F:
+        arr = np.asarray(arr)
+        arr.flags.writeable = False
+        self.ins.append((_CONST, (), {"v": arr}))
+        return F(arr, len(self.ins) - 1)
+
+    def reshape(self, h: F, shape: Sequence[int]) -> F:
+        return self._emit(_reshape, (h,), h.a.reshape(shape), shape=tuple(shape))
+
+    def transpose(self, h: F, perm: Sequence[int]) -> F:
+        return self._emit(_transpose, (h,), np.transpose(h.a, perm), perm=tuple(perm))
+
+    def broadcast(self, h: F, shape: Sequence[int]) -> F:
+        return self._emit(_broadcast, (h,), np.broadcast_to(h.a, shape), shape=tuple(shape))
+
+    def einsum(self, subs: str, hs: Sequence[F], optimize: bool) -> F:
+        arrays = [h.a for h in hs]
+        path: Any = False
+        if optimize and len(arrays) > 1:
+            path = np.einsum_path(subs, *arrays, optimize="greedy")[0]
+        return self._emit(_einsum_op, tuple(hs), np.einsum(subs, *arrays, optimize=path), subs=subs, path=path)
+
+    def mul(self, a: F, b: F) -> F:
+        return self._emit(np.multiply, (a, b), a.a * b.a)
+
+    def scale(self, h: F, c: Any) -> F:
+        return self._emit(_scale, (h,), h.a * c, c=c)
+
+    def add(self, a: F, b: F) -> F:
+        return self._emit(np.add, (a, b), a.a + b.a)
+
+    def astype(self, h: F, dtype: np.dtype) -> F:
+        return self._emit(_astype, (h,), h.a.astype(dtype), dtype=dtype)
+
+    def replay(self, leaves: Sequence[Any], want: Sequence[int]) -> list[np.ndarray]:
+        if self.peak > _config.get_memory_budget():
+            _check_alloc(self.peak, np.int8, "intermediate Jacobian factor")
+        regs: list[Any] = [None] * len(self.ins)
+        for i, (fn, args, st) in enumerate(self.ins):
+            if fn is _LEAF:
+                regs[i] = np.asarray(leaves[st["k"]])
+            elif fn is _CONST:
+                regs[i] = st["v"]
+            else:
+                regs[i] = fn(*[regs[j] for j in args], **st)
+        return [regs[r] for r in want]
+
+
+class F:
+    """A factor array and the program register that holds it."""
+
+    __slots__ = ("a", "r")
+
+    def __init__(self, a: np.ndarray, r: int) -> None:
+        self.a = a
+        self.r = r
+
+    @property
+    def size(self) -> int:
+        return self.a.size
+
+    @property
+    def ndim(self) -> int:
+        return self.a.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.a.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.a.dtype
+
+
+_LEAF = object()
+_CONST = object()
+
+
+def _reshape(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return a.reshape(shape)
+
+
+def _transpose(a: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
+    return np.transpose(a, perm)
+
+
+def _broadcast(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.broadcast_to(a, shape)
+
+
+def _einsum_op(*arrays: np.ndarray, subs: str, path: Any) -> np.ndarray:
+    return np.einsum(subs, *arrays, optimize=path)
+
+
+def _scale(a: np.ndarray, c: Any) -> np.ndarray:
+    return a * c
+
+
+def _astype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return a.astype(dtype)
 
 
 class Algebra:
-    """Letter allocation and sizes for one composite computation."""
+    """Letter allocation and sizes for one composite computation, and its recorded program."""
 
-    __slots__ = ("_next", "sizes")
+    __slots__ = ("_next", "prog", "sizes")
 
     def __init__(self) -> None:
         self._next = itertools.count()
         self.sizes: dict[int, int] = {}
+        self.prog = Program()
 
     def new(self, size: int) -> int:
         n = next(self._next)
@@ -95,8 +227,8 @@ def _check_alloc(n: int, dtype: Any, what: str) -> None:
         _config.check_budget((n,), np.dtype(dtype).itemsize, what=what)
 
 
-def _result_type(arrays: Sequence[np.ndarray]) -> np.dtype:
-    return np.result_type(*arrays) if arrays else np.dtype(np.float64)
+def _result_type(arrays: Sequence[F]) -> np.dtype:
+    return np.result_type(*[a.a for a in arrays]) if arrays else np.dtype(np.float64)
 
 
 def identity(alg: Algebra, shape: tuple[int, ...]) -> Term:
@@ -118,7 +250,7 @@ def rule_terms(
     for coef, groups in d.terms:
         fs = []
         for g in groups:
-            fs.append((np.asarray(facs[slot]), tuple(ids[c] for c in g)))
+            fs.append((alg.prog.leaf(facs[slot]), tuple(ids[c] for c in g)))
             slot += 1
         terms.append(Term(coef, out, inp, fs))
     return terms
@@ -197,10 +329,10 @@ def _bridge(alg: Algebra, a_letters: list[int], b_letters: list[int]) -> tuple[l
     n = alg.size(a_letters)
     _check_alloc(n * n, np.float64, "reshape selection factor")
     eye = np.eye(n).reshape([alg.sizes[c] for c in a_letters] + [alg.sizes[c] for c in new])
-    return new, (eye, tuple(a_letters) + tuple(new))
+    return new, (alg.prog.const(eye), tuple(a_letters) + tuple(new))
 
 
-def _reshape_factor(u: _Unifier, arr: np.ndarray, letters: tuple[int, ...]) -> Factor:
+def _reshape_factor(u: _Unifier, arr: F, letters: tuple[int, ...]) -> Factor:
     if not any(c in u.split for c in letters):
         return arr, letters
     shape: list[int] = []
@@ -209,7 +341,7 @@ def _reshape_factor(u: _Unifier, arr: np.ndarray, letters: tuple[int, ...]) -> F
         atoms = u.atoms((c,))
         new.extend(atoms)
         shape.extend(u.alg.sizes[a] for a in atoms)
-    return arr.reshape(shape), tuple(new)
+    return u.alg.prog.reshape(arr, shape), tuple(new)
 
 
 def compose(alg: Algebra, R: Term, J: Term) -> Term | None:
@@ -270,7 +402,7 @@ def compose(alg: Algebra, R: Term, J: Term) -> Term | None:
     return Term(coef, out, inp, simplify(alg, facs, bound))
 
 
-def _einsum(alg: Algebra, operands: Sequence[Factor], out: Sequence[int]) -> np.ndarray:
+def _einsum(alg: Algebra, operands: Sequence[Factor], out: Sequence[int]) -> F:
     letters = list(dict.fromkeys(itertools.chain(*(ls for _, ls in operands), out)))
     if len(letters) > len(_EINSUM_CHARS):
         raise TypeError(
@@ -282,7 +414,7 @@ def _einsum(alg: Algebra, operands: Sequence[Factor], out: Sequence[int]) -> np.
     arrays = [a for a, _ in operands]
     _check_alloc(alg.size(out), _result_type(arrays), "intermediate Jacobian factor")
     work = alg.size(letters)
-    return np.einsum(subs, *arrays, optimize=len(arrays) > 2 or work > _EINSUM_DIRECT_MAX)
+    return alg.prog.einsum(subs, arrays, optimize=len(arrays) > 2 or work > _EINSUM_DIRECT_MAX)
 
 
 def simplify(alg: Algebra, facs: list[Factor], bound: set[int]) -> list[Factor]:
@@ -321,10 +453,10 @@ def simplify(alg: Algebra, facs: list[Factor], bound: set[int]) -> list[Factor]:
             keep = tuple(dict.fromkeys(c for c in letters if c in bound))
             new.append((_einsum(alg, ops, keep), keep))
         facs = new
-    return _absorb(facs)
+    return _absorb(alg, facs)
 
 
-def _absorb(facs: list[Factor]) -> list[Factor]:
+def _absorb(alg: Algebra, facs: list[Factor]) -> list[Factor]:
     """Multiply factors whose letters are a subset of another factor's into it."""
     if len(facs) < 2:
         return facs
@@ -333,19 +465,20 @@ def _absorb(facs: list[Factor]) -> list[Factor]:
     for arr, ls in facs:
         for i, (big, bl) in enumerate(out):
             if set(ls) <= set(bl):
-                out[i] = (big * _align(arr, ls, bl), bl)
+                out[i] = (alg.prog.mul(big, _align(alg, arr, ls, bl)), bl)
                 break
         else:
             out.append((arr, ls))
     return out
 
 
-def _align(arr: np.ndarray, ls: tuple[int, ...], target: tuple[int, ...]) -> np.ndarray:
+def _align(alg: Algebra, arr: F, ls: tuple[int, ...], target: tuple[int, ...]) -> F:
     """``arr[ls]`` transposed and expanded to broadcast against an array with letters ``target``."""
     order = [c for c in target if c in ls]
     if list(ls) != order:
-        arr = np.transpose(arr, [ls.index(c) for c in order])
-    return arr.reshape([arr.shape[order.index(c)] if c in ls else 1 for c in target])
+        arr = alg.prog.transpose(arr, [ls.index(c) for c in order])
+    shape = [arr.shape[order.index(c)] if c in ls else 1 for c in target]
+    return arr if tuple(shape) == arr.shape else alg.prog.reshape(arr, shape)
 
 
 # ----------------------------------------------------------------------------- like terms
@@ -364,19 +497,27 @@ def _canonical(t: Term) -> tuple[tuple, dict[int, int]]:
     return key, cmap
 
 
-def _dense(alg: Algebra, t: Term, rename: dict[int, int], U: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _dense(alg: Algebra, t: Term, rename: dict[int, int], U: tuple[int, ...], dtype: np.dtype) -> F:
     """``coef * prod(factors)`` of one term as one array over letters U."""
+    full_shape = [alg.sizes[c] for c in U]
     if not t.facs:
-        return np.full([alg.sizes[c] for c in U], t.coef, dtype=dtype)
+        return alg.prog.const(np.full(full_shape, t.coef, dtype=dtype))
     ops = [(a, tuple(rename[c] for c in ls)) for a, ls in t.facs]
+    present = tuple(c for c in U if any(c in ls for _, ls in ops))
     if len(ops) == 1:
         arr, ls = ops[0]
-        full = np.broadcast_to(_align(arr, ls, U), [alg.sizes[c] for c in U])
+        full = _align(alg, arr, ls, U)
     else:
-        full = _einsum(alg, ops, tuple(c for c in U if any(c in ls for _, ls in ops)))
-        present = tuple(c for c in U if any(c in ls for _, ls in ops))
-        full = np.broadcast_to(_align(full, present, U), [alg.sizes[c] for c in U])
-    return full * t.coef if t.coef != 1 else full
+        full = _align(alg, _einsum(alg, ops, present), present, U)
+    if full.shape != tuple(full_shape):
+        full = alg.prog.broadcast(full, full_shape)
+    return alg.prog.scale(full, _coef_scalar(t.coef, dtype)) if t.coef != 1 else full
+
+
+def _coef_scalar(c: complex, dtype: np.dtype) -> Any:
+    if dtype.kind != "c":
+        return dtype.type(complex(c).real)
+    return dtype.type(c)
 
 
 def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
@@ -417,12 +558,14 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
             if n > max(_MERGE_SMALL, _MERGE_GROWTH * biggest):
                 out.extend(t for t, _ in members)
                 continue
-        dtype = np.result_type(*[a for t, _ in members for a, _ in t.facs], *[t.coef for t, _ in members])
+        dtype = np.result_type(*[a.a for t, _ in members for a, _ in t.facs], *[t.coef for t, _ in members])
         _check_alloc(n, dtype, "Jacobian term")
-        F = np.zeros([alg.sizes[c] for c in U], dtype=dtype)
+        acc: F | None = None
         for (t, _), rn in zip(members, renames):
-            F += _dense(alg, t, rn, U, dtype)
-        out.append(Term(1, base.out, base.inp, [(F, U)]))
+            d = _dense(alg, t, rn, U, dtype)
+            acc = d if acc is None else alg.prog.add(acc, d)
+        assert acc is not None
+        out.append(Term(1, base.out, base.inp, [(acc, U)]))
     return out
 
 
@@ -431,35 +574,60 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
 _PLANS: dict[tuple, tuple[tuple[int, ...], Any]] = {}
 
 
-def _fold_coef(t: Term, dtype: np.dtype) -> tuple[complex, list[Factor]]:
+def _fold_coef(alg: Algebra, t: Term, dtype: np.dtype) -> tuple[complex, list[Factor]]:
     """Move the coefficient into the smallest factor, so plans do not depend on values."""
     if not t.facs or t.coef == 1:
         return t.coef, t.facs
     i = min(range(len(t.facs)), key=lambda k: t.facs[k][0].size)
     facs = list(t.facs)
     arr, ls = facs[i]
-    c = t.coef
-    if dtype.kind != "c":
-        c = complex(c).real
-    facs[i] = (arr * np.asarray(c, dtype=dtype), ls)
+    facs[i] = (alg.prog.scale(arr, _coef_scalar(t.coef, dtype)), ls)
     return 1, facs
+
+
+def _few_factors(alg: Algebra, facs: list[Factor], limit: int = 6) -> list[Factor]:
+    """The expand kernel takes a bounded number of factors per term: merge the smallest pairs."""
+    facs = list(facs)
+    while len(facs) > limit:
+        facs.sort(key=lambda f: f[0].size)
+        (a, la), (b, lb) = facs[0], facs[1]
+        keep = tuple(dict.fromkeys(la + lb))
+        facs = [(_einsum(alg, [(a, la), (b, lb)], keep), keep)] + facs[2:]
+    return facs
 
 
 def is_diagonal(t: Term) -> bool:
     return t.out == t.inp and all(len(g) == 1 for g in t.out) and len({g[0] for g in t.out}) == len(t.out)
 
 
-def materialize(
+class Final:
+    """A Jacobian ready to be written: the expand plan, its factor registers, shape and dtype."""
+
+    __slots__ = ("core", "dtype", "first", "regs", "shape")
+
+    def __init__(self, core: Any, regs: list[int], shape: tuple[int, ...], dtype: np.dtype,
+                 first: list[np.ndarray]) -> None:
+        self.core = core
+        self.regs = regs
+        self.shape = shape
+        self.dtype = dtype
+        self.first: list[np.ndarray] | None = first  # the factor arrays of the recording run
+
+    def write(self, arrays: Sequence[np.ndarray], out: np.ndarray | None, num_threads: int) -> np.ndarray:
+        if out is None:
+            _config.check_budget(self.shape, self.dtype.itemsize)
+        return self.core(out, list(arrays), num_threads)
+
+
+def finalize(
     alg: Algebra,
     terms: list[Term],
     out_shape: tuple[int, ...],
     in_shape: tuple[int, ...],
     layout: str,
     dtype: np.dtype,
-    out: np.ndarray | None,
-    num_threads: int,
-) -> np.ndarray:
-    """Write ``sum(terms)`` once, by the expand kernel, into ``layout`` (or ``out``)."""
+) -> Final:
+    """Merge the final terms and build (or fetch) the expand plan writing them into ``layout``."""
     terms = merge(alg, terms, final=True)
     if layout == "diagonal" and not all(is_diagonal(t) for t in terms):
         raise ValueError(
@@ -467,15 +635,20 @@ def materialize(
             "each output entry depending only on the same input entry); this function's is not"
         )
     specs = []
-    arrays: list[np.ndarray] = []
+    regs: list[int] = []
+    first: list[np.ndarray] = []
     key: list[Any] = [layout, out_shape, in_shape, dtype]
     for t in terms:
-        coef, facs = _fold_coef(t, dtype)
+        coef, facs = _fold_coef(alg, t, dtype)
+        facs = _few_factors(alg, facs)
         key_t, cmap = _canonical(t)
         fl = tuple(tuple(cmap[c] for c in ls) for _, ls in facs)
         key.append((complex(coef), key_t, fl, tuple(alg.sizes[c] for c in cmap)))
         specs.append((coef, t.out, t.inp, [ls for _, ls in facs]))
-        arrays.extend(a if a.dtype == dtype else a.astype(dtype) for a, _ in facs)
+        for a, _ in facs:
+            h = a if a.dtype == dtype else alg.prog.astype(a, dtype)
+            regs.append(h.r)
+            first.append(h.a)
     k = tuple(key)
     hit = _PLANS.get(k)
     if hit is None:
@@ -484,6 +657,4 @@ def materialize(
             _PLANS.clear()
         _PLANS[k] = hit
     shape, core = hit
-    if out is None:
-        _config.check_budget(shape, dtype.itemsize)
-    return core(out, arrays, num_threads)
+    return Final(core, regs, shape, dtype, first)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._rule import NUMPY, UFUNCS, Op
 
-__all__ = ["Node", "Trace", "Tracer", "constant_functions", "constant_ufuncs", "unsupported"]
+__all__ = ["Node", "Trace", "Tracer", "TracerND", "make", "constant_functions", "constant_ufuncs", "refuse", "unsupported"]
 
 
 class Node:
@@ -63,10 +63,18 @@ class Trace:
         node = Node(None, {}, (), (), value, True, len(self.nodes))
         self.nodes.append(node)
         self.inputs.append(node)
-        return Tracer(self, node)
+        return make(self, node)
 
     def constant(self, value: Any) -> Tracer:
-        return Tracer(self, Node(None, {}, (), (), np.asarray(value), False, -1))
+        return make(self, Node(None, {}, (), (), np.asarray(value), False, -1))
+
+
+FD_HINT = " Differentiate such code numerically with tj.fd.jacobian(f, x)."
+
+
+def refuse(msg: str) -> TypeError:
+    """A TypeError for something tensorjac cannot differentiate exactly, pointing to tj.fd."""
+    return TypeError(msg if "tj.fd.jacobian" in msg else msg.rstrip(".") + "." + FD_HINT)
 
 
 def unsupported(name: str, why: str = "") -> TypeError:
@@ -94,7 +102,7 @@ constant_ufuncs: set[np.ufunc] = set()
 
 
 def _unwrap(x: Any) -> Any:
-    if type(x) is Tracer:
+    if isinstance(x, Tracer):
         return x._get().value
     if isinstance(x, (list, tuple)):
         return type(x)(_unwrap(v) for v in x)
@@ -109,11 +117,11 @@ def _unwrap(x: Any) -> Any:
 def _common_trace(args: Sequence[Any]) -> Trace:
     trace = None
     for a in args:
-        if type(a) is Tracer:
+        if isinstance(a, Tracer):
             if trace is None:
                 trace = a._trace
             elif a._trace is not trace:
-                raise TypeError(
+                raise refuse(
                     "tensorjac: traced arrays of two different tj.jacobian/tj.vjp/... calls were mixed "
                     "(nested differentiation is not supported); differentiate the inner function separately"
                 )
@@ -127,14 +135,12 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
     vals = []
     parents = []
     for i, a in enumerate(args):
-        if type(a) is Tracer:
+        if isinstance(a, Tracer):
             n = a._get()
             vals.append(n.value)
             if n.live:
                 parents.append((i, n))
         else:
-            if isinstance(a, Tracer):  # pragma: no cover - subclasses are not made
-                raise AssertionError
             vals.append(a)
     params = op.normalize([np.shape(v) for v in vals], params)
     value = np.asarray(op.value(vals, params))
@@ -144,7 +150,7 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
     if parents and not op.holomorphic:
         for _, n in parents:
             if n.value.dtype.kind == "c":
-                raise TypeError(
+                raise refuse(
                     f"tensorjac: {op.name} is not holomorphic, so a complex traced value has no complex "
                     f"derivative through it. Differentiate real and imaginary parts separately with "
                     "tj.fd.jacobian, or keep the computation real."
@@ -152,15 +158,19 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
     node = Node(op, params, tuple(vals), tuple(parents), value, bool(parents), len(trace.nodes))
     if parents:
         trace.nodes.append(node)
-    return Tracer(trace, node)
+    res = make(trace, node)
+    if op.view and isinstance(args[0], Tracer):
+        _view_of(res, args[0])
+    return res
 
 
 def _view_of(result: Tracer, base: Any, key: Any = None, writable: bool = False) -> Tracer:
     """Mark ``result`` as a numpy view of traced ``base`` when their values share memory."""
-    if type(base) is Tracer and np.may_share_memory(result._node.value, base._node.value):
-        result._base = base
+    if isinstance(base, Tracer) and np.may_share_memory(result._node.value, base._node.value):
+        if result._base is not base:
+            result._base = base
+            base._views.append(weakref.ref(result))
         result._key = key if writable else _NOT_WRITABLE
-        base._views.append(weakref.ref(result))
     return result
 
 
@@ -212,7 +222,7 @@ class Tracer:
 
     def _get(self) -> Node:
         if self._stale:
-            raise TypeError(
+            raise refuse(
                 "tensorjac: this traced array is a view of an array that was later modified in place "
                 "(numpy would show the write through the view). tensorjac does not follow that aliasing: "
                 "take a copy (y = x[1:].copy()) or avoid the in-place write."
@@ -242,11 +252,11 @@ class Tracer:
             )
         if nv.dtype != self.dtype:
             if not np.can_cast(nv.dtype, self.dtype, "same_kind"):
-                raise TypeError(f"Cannot cast {what} output from {nv.dtype} to {self.dtype}")
+                raise refuse(f"Cannot cast {what} output from {nv.dtype} to {self.dtype}")
             new = new.astype(self.dtype)
         if self._base is not None:
             if self._key is _NOT_WRITABLE:
-                raise TypeError(
+                raise refuse(
                     "tensorjac: in-place write into a traced view made by transpose/reshape/broadcast_to/"
                     "diagonal is not supported; write into a copy (y = x.T.copy()) instead"
                 )
@@ -265,7 +275,7 @@ class Tracer:
 
     # -- numpy protocols -----------------------------------------------------
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise TypeError(
+        raise refuse(
             "tensorjac: a traced array cannot be converted to a plain numpy array (np.asarray, np.array, "
             "writing it into a numpy array, ...): its derivative would be lost. Keep the computation in "
             "numpy functions on the traced value, create buffers with np.zeros_like(x) instead of "
@@ -276,8 +286,8 @@ class Tracer:
         out = kwargs.pop("out", None)
         if out is not None:
             outs = out if isinstance(out, tuple) else (out,)
-            if len(outs) != 1 or type(outs[0]) is not Tracer:
-                raise TypeError(
+            if len(outs) != 1 or not isinstance(outs[0], Tracer):
+                raise refuse(
                     f"tensorjac: numpy.{ufunc.__name__}(..., out=...) would write a traced value into a plain "
                     "numpy array, losing its derivative; assign the result to a new name instead"
                 )
@@ -294,6 +304,8 @@ class Tracer:
                 _check_ufunc_kwargs(ufunc, kwargs)
                 return handler(*inputs)
             if ufunc in constant_ufuncs:
+                if ufunc is np.sign and any(isinstance(i, Tracer) and i.dtype.kind == "c" for i in inputs):
+                    raise refuse("tensorjac: numpy.sign of a complex traced value (z/|z|) is not holomorphic")
                 return ufunc(*_unwrap(inputs), **_unwrap(kwargs))
             raise unsupported(f"numpy.{ufunc.__name__}")
         if method == "reduce":
@@ -325,7 +337,7 @@ class Tracer:
 
     # -- conversions that would lose the derivative --------------------------
     def _no(self, what: str) -> TypeError:
-        return TypeError(
+        return refuse(
             f"tensorjac: {what} of a traced array would lose its derivative. Keep it an array (e.g. use "
             "x.sum() rather than float(x.sum()) in arithmetic), or use tj.fd.jacobian(f, x)."
         )
@@ -357,12 +369,6 @@ class Tracer:
     def __bool__(self) -> bool:
         return bool(self._get().value)
 
-    def __len__(self) -> int:
-        return len(self._node.value)
-
-    def __iter__(self) -> Any:
-        for i in range(len(self)):
-            yield self[i]
 
     def __repr__(self) -> str:
         return f"traced {np.array_repr(self._node.value)}"
@@ -416,17 +422,6 @@ class Tracer:
     @property
     def flat(self) -> Any:
         raise self._no(".flat iteration")
-
-    # -- indexing ---------------------------------------------------------
-    def __getitem__(self, key: Any) -> Any:
-        from ._nprules import getitem, is_basic_key
-
-        key = _unwrap(key)
-        res = getitem(self, key=key)
-        return _view_of(res, self, key, writable=is_basic_key(key))
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._setitem(key, value)
 
     # -- operators --------------------------------------------------------
     __add__ = _binary(np.add)
@@ -591,8 +586,40 @@ class Tracer:
         self._assign(self._trace.constant(np.full(self.shape, value, self.dtype)), "fill")
 
 
+class TracerND(Tracer):
+    """A traced array of rank >= 1: it also supports indexing, len() and iteration.
+
+    (0-d traced values have no ``__getitem__``, so numpy does not mistake them for
+    sequences: ``a[0] = x.sum()`` then raises TypeError instead of numpy's ValueError.)
+    """
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._node.value)
+
+    def __iter__(self) -> Any:
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- indexing ---------------------------------------------------------
+    def __getitem__(self, key: Any) -> Any:
+        from ._nprules import getitem, is_basic_key
+
+        key = _unwrap(key)
+        res = getitem(self, key=key)
+        return _view_of(res, self, key, writable=is_basic_key(key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._setitem(key, value)
+
+
+def make(trace: Trace, node: Node) -> Tracer:
+    return (TracerND if node.value.ndim else Tracer)(trace, node)
+
+
 def _as_traced(trace: Trace, x: Any) -> Tracer:
-    if type(x) is Tracer:
+    if isinstance(x, Tracer):
         return x
     return trace.constant(x)
 
@@ -603,7 +630,7 @@ def _check_ufunc_kwargs(ufunc: np.ufunc, kwargs: dict[str, Any]) -> None:
             continue
         if k in ("casting", "order", "subok") or (k in ("dtype", "signature") and v is None):
             continue
-        raise TypeError(
+        raise refuse(
             f"tensorjac: numpy.{ufunc.__name__}(..., {k}={v!r}) is not supported on traced arrays; "
             "drop the keyword, or use tj.fd.jacobian"
         )
@@ -612,6 +639,6 @@ def _check_ufunc_kwargs(ufunc: np.ufunc, kwargs: dict[str, Any]) -> None:
 def make_constant(trace_from: Any, value: Any) -> Any:
     """A constant traced array on the same tape as ``trace_from`` (used by zeros_like & co)."""
     for a in (trace_from if isinstance(trace_from, (list, tuple)) else (trace_from,)):
-        if type(a) is Tracer:
+        if isinstance(a, Tracer):
             return a._trace.constant(value)
     return value

@@ -316,7 +316,7 @@ def _transpose_deriv(wrt: int, x: tuple, axes: tuple[int, ...]) -> Deriv:
 
 transpose = _register(
     Op("transpose", ("X",), lambda X, axes: np.transpose(X, axes), lambda x, axes: tuple(x[a] for a in axes),
-       _transpose_deriv, params={"axes": None}, normalize=_transpose_norm, numpy=(np.transpose,),
+       _transpose_deriv, params={"axes": None}, normalize=_transpose_norm, numpy=(np.transpose,), view=True,
        example=_normal((3, 4)),
        doc="""np.transpose(X, axes): X.T by default (all axes reversed), or the given permutation.
 
