@@ -871,3 +871,100 @@ def test_memory_budget_refused_before_allocation(layout):
     tj.set_memory_budget(None)
     J = tj.jacobian(dense, X[:5], W[:, :5], wrt=0)  # small again: works after the refusal
     assert_close(J, dense_T((X[:5], W[:, :5]), 0), CLOSED_RTOL)
+
+
+# ----------------------------------------------------------------------------- repeated calls (no stale state)
+
+
+@needs_engine
+def test_repeated_calls_see_new_constants():
+    """The same f called again with the same shapes: every constant is read afresh (arguments,
+    closure arrays mutated in place, Python numbers, index arrays, masks, einsum subscripts)."""
+    r = _rng(40)
+    x = r.standard_normal(3)
+    f = lambda x, A: np.tanh(A @ x)
+    for seed in (1, 2, 3):
+        A = _rng(seed).standard_normal((2, 3))
+        assert_close(tj.jacobian(f, x, A), (1 - np.tanh(A @ x) ** 2)[:, None] * A, CLOSED_RTOL)
+
+    C = np.ones(3)
+    g = lambda x: x * C
+    np.testing.assert_array_equal(tj.jacobian(g, x), np.eye(3))
+    C[:] = [2.0, 3.0, 4.0]  # same object, new contents
+    np.testing.assert_array_equal(tj.jacobian(g, x), np.diag([2.0, 3.0, 4.0]))
+
+    scale = [2.0]
+    h = lambda x: x * scale[0]
+    np.testing.assert_array_equal(tj.jacobian(h, x), 2 * np.eye(3))
+    scale[0] = -1.5
+    np.testing.assert_array_equal(tj.jacobian(h, x), -1.5 * np.eye(3))
+
+    idx = np.array([0, 1])
+    k = lambda x: x[idx] * 1.0
+    np.testing.assert_array_equal(tj.jacobian(k, x), np.eye(3)[[0, 1]])
+    idx[:] = [2, 2]
+    np.testing.assert_array_equal(tj.jacobian(k, x), np.eye(3)[[2, 2]])
+
+    mask = np.array([True, False, True])
+    m = lambda x: np.where(mask, x**2, 3 * x)
+    np.testing.assert_array_equal(tj.jacobian(m, x, layout="diagonal"), np.where(mask, 2 * x, 3.0))
+    mask[:] = [False, True, False]
+    np.testing.assert_array_equal(tj.jacobian(m, x, layout="diagonal"), np.where(mask, 2 * x, 3.0))
+
+    subs = ["ij->ij"]
+    e = lambda X: np.einsum(subs[0], X) * 1.0
+    X = r.standard_normal((2, 2))
+    np.testing.assert_array_equal(tj.jacobian(e, X), np.eye(4).reshape(2, 2, 2, 2))
+    subs[0] = "ji->ij"
+    np.testing.assert_array_equal(tj.jacobian(e, X), np.eye(4).reshape(2, 2, 2, 2).transpose(1, 0, 2, 3))
+
+
+@needs_engine
+def test_repeated_calls_random_constants_and_values():
+    """A constant drawn afresh inside f on every call: J uses the constant of that very call."""
+    x = np.array([0.5, -1.0, 2.0, 1.5])
+    rng = np.random.default_rng(41)
+
+    def f(x):
+        c = rng.uniform(1.0, 2.0, 4)
+        return x * c
+
+    for _ in range(3):
+        value, J = tj.value_and_jacobian(f, x)
+        np.testing.assert_allclose(J, np.diag(value / x), rtol=1e-15)
+
+
+@needs_engine
+def test_repeated_calls_other_branch_dtype_wrt_and_layout():
+    def f(x, y):
+        if np.sum(x) > 0:
+            return x * y
+        return x**2 + y
+
+    x, y = np.array([1.0, 2.0]), np.array([3.0, -1.0])
+    for _ in range(2):  # alternate the branches several times with the same shapes
+        assert_close(tj.jacobian(f, x, y), np.diag(y), CLOSED_RTOL)
+        assert_close(tj.jacobian(f, -x, y), np.diag(-2 * x), CLOSED_RTOL)
+        assert_close(tj.jacobian(f, x, y, wrt=1), np.diag(x), CLOSED_RTOL)
+        assert_close(tj.jacobian(f, -x, y, wrt=1), np.eye(2), CLOSED_RTOL)
+        J32 = tj.jacobian(f, x.astype(np.float32), y.astype(np.float32))
+        assert J32.dtype == np.float32
+        assert_close(tj.jacobian(f, x, y, layout="vec"), np.diag(y), CLOSED_RTOL)
+
+    X = _rng(42).standard_normal((3, 3)) + 3 * np.eye(3)
+    inv = lambda X: np.linalg.inv(X)
+    for s in (1.0, 2.0, -0.5):
+        Xi = np.linalg.inv(s * X)
+        assert_close(tj.jacobian(inv, s * X), -np.einsum("ik,lj->ijkl", Xi, Xi), CLOSED_RTOL)
+
+
+@needs_engine
+def test_repeated_calls_in_place_on_constant_copy():
+    """f mutates a fresh constant each call (a plain array built inside f): no state carries over."""
+    def f(x):
+        w = np.arange(1.0, 4.0)
+        w[0] += 10.0  # plain array, plain numbers: fine
+        return x * w
+
+    for _ in range(3):
+        np.testing.assert_array_equal(tj.jacobian(f, np.ones(3)), np.diag([11.0, 2.0, 3.0]))
