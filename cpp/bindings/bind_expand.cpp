@@ -40,6 +40,11 @@ public:
             spec.coef = t[0].cast<c128>();
             spec.size = t[1].cast<std::vector<i64>>();
             const int V = static_cast<int>(spec.size.size());
+            i64 extent = 1;  // positions the term touches: must be countable
+            for (i64 sz : spec.size) {
+                if (sz < 0) throw py::value_error("ExpandPlan: negative variable size");
+                extent = tensorjac::checked_mul(extent, sz);
+            }
             for (const auto& b : t[2].cast<py::list>()) {
                 auto bt = b.cast<std::tuple<int, int, i64>>();
                 Binding bd{std::get<0>(bt), std::get<1>(bt), std::get<2>(bt)};
@@ -132,7 +137,7 @@ public:
                                                   std::to_string(ax) + " has length " +
                                                   std::to_string(a.shape(ax)) + ", expected " +
                                                   std::to_string(spec.size[v]));
-                        f.stride[v] += fstr[ax];
+                        f.stride[v] = tensorjac::checked_add(f.stride[v], fstr[ax]);
                     }
                     term.factors.push_back(std::move(f));
                 }

@@ -72,7 +72,11 @@ py::array kron_batched(const py::array& X, const py::array& Y, i64 num_threads) 
             throw py::value_error("kron_batched: batch sizes of X " + shape_str(X) + " and Y " + shape_str(Y) +
                                   " do not broadcast");
         const i64 m = X.shape(1), n = X.shape(2), p = Y.shape(1), q = Y.shape(2);
-        py::array_t<T> out(std::vector<i64>{nb, tensorjac::checked_mul(m, p), tensorjac::checked_mul(n, q)});
+        const i64 rows = tensorjac::checked_mul(m, p), cols = tensorjac::checked_mul(n, q);
+        // the result's element and byte counts must be representable before numpy is asked for it
+        (void)tensorjac::checked_mul(tensorjac::checked_mul(tensorjac::checked_mul(nb, rows), cols),
+                                     static_cast<i64>(sizeof(T)));
+        py::array_t<T> out(std::vector<i64>{nb, rows, cols});
         T* o = out.mutable_data();
         const int nt = resolve_threads(num_threads);
         run_kernel(static_cast<i64>(out.size()),

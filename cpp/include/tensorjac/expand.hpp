@@ -136,6 +136,11 @@ struct Nest {
     std::int64_t total = 1;
 };
 
+// c == a * b, false (not undefined behaviour) when a * b overflows.
+inline bool is_product(std::int64_t c, std::int64_t a, std::int64_t b) {
+    return !mul_overflows(a, b) && c == a * b;
+}
+
 template <class T>
 Nest<T> normalise(const Term<T>& term) {
     const std::size_t V = term.size.size();
@@ -167,9 +172,9 @@ Nest<T> normalise(const Term<T>& term) {
         bool merge = !nest.size.empty();
         if (merge) {
             // outer (previous) var merges with this inner one when outer stride == size * inner stride
-            merge = nest.ostride.back() == sz * term.out_stride[v];
+            merge = is_product(nest.ostride.back(), sz, term.out_stride[v]);
             for (int f = 0; merge && f < F; ++f)
-                merge = nest.fstride[f].back() == sz * term.factors[f].stride[v];
+                merge = is_product(nest.fstride[f].back(), sz, term.factors[f].stride[v]);
         }
         if (merge) {
             nest.size.back() *= sz;

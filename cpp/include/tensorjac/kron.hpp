@@ -65,6 +65,7 @@ void kron_vjp_a(const T* G, std::int64_t nb, std::int64_t m, std::int64_t p, std
     const std::int64_t rows = detail::prod({nb, m});
     const std::int64_t total = checked_mul(rows, n);
     const std::int64_t row_len = detail::prod({p, n, q});
+    (void)checked_mul(rows, row_len);  // G's size: every offset below is smaller
     // Pieces are whole output rows (b,i) where a block allows, so G's row block is streamed in order.
     parallel_blocks_aligned(total, nthreads, checked_mul(p, q), n, [&](std::int64_t lo, std::int64_t hi, int) {
         std::int64_t e = lo;
@@ -99,6 +100,7 @@ void kron_vjp_b(const T* G, std::int64_t nb, std::int64_t m, std::int64_t p, std
     const std::int64_t rows = detail::prod({nb, p});
     const std::int64_t nq = detail::prod({n, q});
     const std::int64_t batch_len = detail::prod({m, p, n, q});
+    (void)checked_mul(nb, batch_len);  // G's size: every offset below is smaller
     // Pieces are whole batch entries where a block allows, so G[b] is streamed in order.
     parallel_blocks_aligned(rows, nthreads, checked_mul(checked_mul(m, n), q), p, [&](std::int64_t lo, std::int64_t hi,
                                                                                       int) {
@@ -148,6 +150,7 @@ void kron_batched(const T* X, std::int64_t nbx, std::int64_t m, std::int64_t n, 
         throw std::invalid_argument("kron_batched: batch sizes must be 1 or nb");
     const std::int64_t rows = detail::prod({nb, m, p});
     const std::int64_t row_len = detail::prod({n, q});
+    (void)checked_mul(rows, row_len);  // the output's size: every offset below is smaller
     const std::int64_t xbs = nbx == 1 ? 0 : checked_mul(m, n);
     const std::int64_t ybs = nby == 1 ? 0 : checked_mul(p, q);
     parallel_blocks(rows, nthreads, row_len, [&](std::int64_t lo, std::int64_t hi, int) {

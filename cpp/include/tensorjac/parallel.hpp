@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -44,6 +45,56 @@ inline bool openmp_enabled() {
     return false;
 #endif
 }
+
+// ----------------------------------------------------------------------------- checked arithmetic
+
+namespace detail {
+
+// Portable overflow tests that never evaluate the overflowing operation (used
+// where the GCC/Clang builtins are missing; unit-tested against them).
+constexpr bool mul_overflows(std::int64_t a, std::int64_t b) {
+    using L = std::numeric_limits<std::int64_t>;
+    if (a == 0 || b == 0) return false;
+    if (a > 0) return b > 0 ? a > L::max() / b : b < L::min() / a;
+    return b > 0 ? a < L::min() / b : b < L::max() / a;
+}
+
+constexpr bool add_overflows(std::int64_t a, std::int64_t b) {
+    using L = std::numeric_limits<std::int64_t>;
+    return b > 0 ? a > L::max() - b : a < L::min() - b;
+}
+
+[[noreturn]] inline void throw_overflow(const char* what) {
+    throw std::overflow_error(std::string("tensorjac: size ") + what + " overflows 64-bit integers");
+}
+
+}  // namespace detail
+
+// a * b and a + b, or std::overflow_error when the exact result does not fit
+// in int64 (the GCC/Clang builtins where available, a portable test otherwise).
+inline std::int64_t checked_mul(std::int64_t a, std::int64_t b) {
+#if defined(__GNUC__) || defined(__clang__)
+    std::int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) detail::throw_overflow("product");
+    return r;
+#else
+    if (detail::mul_overflows(a, b)) detail::throw_overflow("product");
+    return a * b;
+#endif
+}
+
+inline std::int64_t checked_add(std::int64_t a, std::int64_t b) {
+#if defined(__GNUC__) || defined(__clang__)
+    std::int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) detail::throw_overflow("sum");
+    return r;
+#else
+    if (detail::add_overflows(a, b)) detail::throw_overflow("sum");
+    return a + b;
+#endif
+}
+
+// ----------------------------------------------------------------------------- thread counts
 
 // CPUs this process may run on: its affinity mask where the OS has one, else
 // the number of online CPUs.  At least 1.
@@ -172,26 +223,14 @@ inline void poll_cancel() {
     if (flag && flag->load(std::memory_order_relaxed)) throw Interrupted();
 }
 
+// ----------------------------------------------------------------------------- parallel_blocks
+
 // Bounds of block `tid` of `cnt` over [0, n): n * tid / cnt without the
 // overflow of n * tid (n = q * cnt + r; r * tid < cnt * cnt fits).
 inline void block_bounds(std::int64_t n, int tid, int cnt, std::int64_t& lo, std::int64_t& hi) {
     const std::int64_t q = n / cnt, r = n % cnt;
     lo = q * tid + r * tid / cnt;
     hi = q * (tid + 1) + r * (tid + 1) / cnt;
-}
-
-inline std::int64_t checked_mul(std::int64_t a, std::int64_t b) {
-    std::int64_t r;
-    if (__builtin_mul_overflow(a, b, &r))
-        throw std::overflow_error("tensorjac: size product overflows 64-bit integers");
-    return r;
-}
-
-inline std::int64_t checked_add(std::int64_t a, std::int64_t b) {
-    std::int64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        throw std::overflow_error("tensorjac: size sum overflows 64-bit integers");
-    return r;
 }
 
 namespace detail {
