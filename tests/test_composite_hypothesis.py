@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 pytestmark = needs_engine
 
-HYP = settings(max_examples=30, deadline=None, derandomize=True, database=None)
+HYP = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
 BINARY = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
