@@ -16,22 +16,13 @@ from tensorjac._examples import example_args
 
 LAYOUTS = ("tensor", "gradient", "numerator", "matrix", "vec")
 
-ALL_OPS = (
-    "matmul", "sandwich", "multiply", "kron", "outer", "transpose", "inv", "trace", "det",
-    "logdet", "dot", "quadratic", "sum", "norm", "exp", "log", "sin", "cos", "tanh",
-    "sigmoid", "relu", "softplus", "square", "sqrt", "abs",
-)  # fmt: skip
-
-NARGS = {
-    "matmul": 2, "sandwich": 3, "multiply": 2, "kron": 2, "outer": 2, "dot": 2,
-    "quadratic": 2,
-}  # fmt: skip
-
-ELEMENTWISE = (
-    "exp", "log", "sin", "cos", "tanh", "sigmoid", "relu", "softplus", "square", "sqrt", "abs",
-)  # fmt: skip
-DIAGONAL_OPS = ELEMENTWISE + ("multiply",)
-NON_HOLOMORPHIC = ("logdet", "norm", "relu", "abs")
+# The op lists are derived from the registry, so a new op is tested without editing this file;
+# test_every_op_has_an_independent_reference (test_ops.py) fails until it gets a reference below.
+ALL_OPS = tuple(tj.CATALOGUE)
+NARGS = {name: len(op.argnames) for name, op in tj.CATALOGUE.items() if len(op.argnames) != 1}
+ELEMENTWISE = tuple(n for n, op in tj.CATALOGUE.items() if op.elementwise and len(op.argnames) == 1)
+DIAGONAL_OPS = tuple(n for n, op in tj.CATALOGUE.items() if op.elementwise)
+NON_HOLOMORPHIC = tuple(n for n, op in tj.CATALOGUE.items() if not op.holomorphic)
 HOLOMORPHIC = tuple(n for n in ALL_OPS if n not in NON_HOLOMORPHIC)
 
 # every (op name, wrt index)

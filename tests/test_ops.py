@@ -45,11 +45,22 @@ def _want(name, args, wrt, layout):
 
 
 def test_catalogue_complete():
+    assert len(ALL_OPS) >= 25
     for name in ALL_OPS:
         op = getattr(tj, name)
         assert isinstance(op, tj.Op)
         assert tj.CATALOGUE[name] is op
         assert len(op.argnames) == NARGS.get(name, 1)
+        assert name in tj.__all__
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_every_op_has_an_independent_reference(name):
+    """A new op in the registry needs a numpy value and an einsum Jacobian in conftest.py."""
+    args = make_args(name)
+    ref_value(name, *args)
+    for wrt in range(len(args)):
+        assert ref_tensor(name, args, wrt).ndim >= 0
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128], ids=["f64", "f32", "c128"])

@@ -1,7 +1,5 @@
 """tensorjac: exact Jacobian tensors of numpy functions and matrix-calculus ops, fast and in any layout."""
 
-from __future__ import annotations
-
 from . import _core, _nprules, fd, testing
 from ._ad import chain, kron_matvec
 from ._api import grad, jacobian, jvp, value_and_jacobian, vjp

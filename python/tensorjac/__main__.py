@@ -1,7 +1,8 @@
-"""python -m tensorjac: check every closed-form op of the catalogue against finite differences.
+"""python -m tensorjac: check every op of the catalogue, and a catalogue of numpy composites, against finite differences.
 
 Subcommands:
-  (none) | selfcheck [--seed S]   the catalogue's Jacobians against tj.fd.jacobian (exit 1 on a failure)
+  (none) | selfcheck [--seed S]   the catalogue's closed forms and the composite engine's Jacobians of
+                                  numpy functions against tj.fd.jacobian (exit 1 on a failure)
   check MODULE:FUNC --shape 3,4 [--jac MODULE:JACFUNC] [--layout L] [--seed S] [--at FILE.npy]
         [--method M] [--mode full|fast] [--step H]
                                   check a Jacobian of your own (exit 0 passed, 1 failed, 2 bad input);
@@ -25,7 +26,7 @@ import numpy as np
 
 import tensorjac as tj
 
-from ._examples import example_args
+from ._examples import COMPOSITES, example_args
 
 
 def info() -> int:
@@ -51,32 +52,45 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print(line.format(*r))
 
 
-class _Wrt:
-    """The op as a function of its argument ``wrt`` alone, the others fixed."""
+class _Arg:
+    """A function as a function of its argument ``wrt`` alone, the others fixed."""
 
-    def __init__(self, op: tj.Op, args: tuple[np.ndarray, ...], wrt: int) -> None:
-        self.op, self.args, self.wrt = op, args, wrt
+    def __init__(self, f: Callable[..., Any], args: tuple[np.ndarray, ...], wrt: int) -> None:
+        self.f, self.args, self.wrt = f, args, wrt
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        return self.op(*self.args[: self.wrt], z, *self.args[self.wrt + 1 :])
+    def __call__(self, z: np.ndarray) -> Any:
+        return self.f(*self.args[: self.wrt], z, *self.args[self.wrt + 1 :])
+
+
+def _row(kind: str, name: str, f: Callable[..., Any], args: tuple[np.ndarray, ...], wrt: int,
+         argname: str) -> tuple[tuple[str, ...], bool]:
+    J = tj.jacobian(f, *args, wrt=wrt)
+    rep = tj.check(_Arg(f, args, wrt), args[wrt], J)
+    shapes = ", ".join(_shape_text(a.shape) for a in args)
+    return (kind, name, shapes, argname, _shape_text(J.shape), f"{rep.max_abs_err:.1e}",
+            f"{rep.max_rel_err:.1e}", str(rep.n_evals), "ok" if rep.passed else "FAIL"), bool(rep.passed)
 
 
 def selfcheck(seed: int = 0) -> int:
-    """Every op's closed-form Jacobian, every argument, against tj.check (Richardson, full)."""
+    """Every op's closed form and every catalogued composite, each argument, against tj.check."""
     rows = []
     failed = 0
     for name, op in tj.CATALOGUE.items():
         args = example_args(name, seed)
         for wrt in range(len(args)):
-            J = op.jacobian(*args, wrt=wrt)
-            rep = tj.check(_Wrt(op, args, wrt), args[wrt], J)
-            failed += not rep.passed
-            shapes = ", ".join(_shape_text(a.shape) for a in args)
-            rows.append((name, shapes, op.argnames[wrt], _shape_text(J.shape), f"{rep.max_abs_err:.1e}",
-                         f"{rep.max_rel_err:.1e}", str(rep.n_evals), "ok" if rep.passed else "FAIL"))
-    _table(("op", "shapes", "wrt", "jacobian", "max abs err", "max rel err", "f evals", "result"), rows)
-    print(f"\n{len(rows) - failed} of {len(rows)} closed-form Jacobians agree with tj.fd.jacobian "
-          "(method='richardson'; tolerances: see help(tj.check)).")
+            row, ok = _row("op", name, op, args, wrt, op.argnames[wrt])
+            rows.append(row)
+            failed += not ok
+    for name, comp in COMPOSITES.items():
+        args = tuple(comp.args(np.random.default_rng(seed)))
+        for wrt in comp.wrt:
+            row, ok = _row("numpy", name, comp.f, args, wrt, f"arg {wrt}")
+            rows.append(row)
+            failed += not ok
+    _table(("kind", "function", "shapes", "wrt", "jacobian", "max abs err", "max rel err", "f evals", "result"),
+           rows)
+    print(f"\n{len(rows) - failed} of {len(rows)} exact Jacobians (closed-form ops and numpy composites) agree "
+          "with tj.fd.jacobian (method='richardson'; tolerances: see help(tj.check)).")
     return 1 if failed else 0
 
 
