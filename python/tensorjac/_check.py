@@ -273,7 +273,7 @@ def check(
     *args : array_like
         The point, then the Jacobian (unless ``jac=`` is given).
     jac : array_like or callable, optional
-        The Jacobian in ``layout`` (see LAYOUTS.md), as an array or a callable
+        The Jacobian in ``layout`` (see the layouts page of the docs), as an array or a callable
         ``jac(*args)`` returning it.
     wrt : int, str or tuple of them
         The argument(s) the Jacobian is taken in.

@@ -1,8 +1,9 @@
 """Finite-difference Jacobians and Hessians of any Python callable.
 
 ``tj.fd.jacobian(f, x)`` differentiates a callable ``f`` over tensors of any
-rank and returns ``T[m..., n...] = d f(x)[m...] / d x[n...]`` in any layout of
-LAYOUTS.md, exactly as ``tj.jacobian`` does for the closed-form ops.  Like
+rank and returns ``T[m..., n...] = d f(x)[m...] / d x[n...]`` in any layout
+(see the layouts page of the docs, ``docs/layouts.md``), exactly as
+``tj.jacobian`` does.  Like
 ``tj.jacobian``, it takes several positional arguments: ``tj.fd.jacobian(f, A,
 x, wrt=1)`` differentiates in ``x`` with ``A`` held constant.
 

@@ -324,7 +324,7 @@ Examples
 --------
 >>> import numpy as np, tensorjac as tj
 >>> J = tj.jacobian(tj.transpose, np.ones((2, 3)), layout="matrix")   # the commutation matrix
->>> J.shape, J.sum()
+>>> J.shape, float(J.sum())
 ((6, 6), 6.0)
 """)
 )  # fmt: skip
