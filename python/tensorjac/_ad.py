@@ -265,10 +265,40 @@ def kron_jvp(V: np.ndarray, A: np.ndarray, B: np.ndarray, wrt: int) -> np.ndarra
 def chain(J_outer: Any, J_inner: Any, mid_ndim: int, layout: str = "tensor") -> np.ndarray:
     """Chain rule for explicit Jacobian tensors: d(f∘g)/dx = df/dy · dg/dx.
 
-    ``J_outer`` is df/dy in the tensor layout, shape ``out.shape + y.shape``;
-    ``J_inner`` is dg/dx, shape ``y.shape + in.shape``; ``mid_ndim = y.ndim``.
-    The result is their contraction over y's axes (one BLAS product) in any
-    layout of LAYOUTS (default "tensor": ``out.shape + in.shape``).
+    ``T[m..., n...] = sum_y J_outer[m..., y...] J_inner[y..., n...]``: the
+    contraction over the axes of the intermediate y (one BLAS product).
+
+    Parameters
+    ----------
+    J_outer : array_like
+        df/dy in the tensor layout, shape ``out.shape + y.shape``.
+    J_inner : array_like
+        dg/dx in the tensor layout, shape ``y.shape + in.shape``.
+    mid_ndim : int
+        ``y.ndim``: how many trailing axes of ``J_outer`` (leading axes of
+        ``J_inner``) are contracted.
+    layout : {"tensor", "gradient", "numerator", "matrix", "vec"}
+        The layout of the result (see the layouts page of the docs); default
+        "tensor": ``out.shape + in.shape``.
+
+    Returns
+    -------
+    ndarray
+        d(f∘g)/dx in ``layout``; its dtype is the promotion of both inputs'.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> Y = np.array([[2., 1.], [0., 1.]])
+    >>> J_inner = tj.jacobian(tj.inv, Y)                 # d inv(Y) / dY: (2, 2) + (2, 2)
+    >>> J_outer = tj.jacobian(tj.tanh, tj.inv(Y))        # d tanh(Z) / dZ at Z = inv(Y)
+    >>> J = tj.chain(J_outer, J_inner, mid_ndim=2)       # d tanh(inv(Y)) / dY
+    >>> J.shape
+    (2, 2, 2, 2)
+    >>> np.allclose(J, tj.jacobian(lambda Y: np.tanh(np.linalg.inv(Y)), Y))
+    True
+    >>> tj.chain(J_outer, J_inner, mid_ndim=2, layout="matrix").shape
+    (4, 4)
     """
     Jo, Ji = np.asarray(J_outer), np.asarray(J_inner)
     if isinstance(mid_ndim, bool) or not isinstance(mid_ndim, (int, np.integer)):
@@ -323,6 +353,30 @@ def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
     intermediate is ever transposed.  The last mode (A_1) writes the result in
     its final order with one GEMM per batch entry, or, when those would be too
     thin, with one GEMM and a transposing copy.
+
+    Parameters
+    ----------
+    factors : sequence of 2-D array_like
+        ``A1, ..., Ak``; ``A_i`` has shape ``(r_i, c_i)``.
+    x : array_like
+        Shape ``(*batch, c_1 * ... * c_k)``: any number of leading batch axes.
+
+    Returns
+    -------
+    ndarray
+        Shape ``(*batch, r_1 * ... * r_k)``.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> A, B = np.array([[1., 2.], [3., 4.]]), np.eye(3)
+    >>> x = np.arange(6.)
+    >>> tj.kron_matvec([A, B], x)
+    array([ 6.,  9., 12., 12., 19., 26.])
+    >>> np.allclose(tj.kron_matvec([A, B], x), np.kron(A, B) @ x)
+    True
+    >>> tj.kron_matvec([A, B, A], np.ones((5, 12))).shape    # a batch of 5 vectors
+    (5, 12)
     """
     if isinstance(factors, np.ndarray) and factors.ndim == 2:
         raise TypeError("kron_matvec: factors must be a sequence of 2-D arrays; wrap one matrix in a list")

@@ -40,7 +40,23 @@ N_WORST = 10
 
 
 class JacobianMismatchError(AssertionError):
-    """The Jacobian under test disagrees with finite differences; ``.report`` has the details."""
+    """The Jacobian under test disagrees with finite differences; ``.report`` has the details.
+
+    Raised by :meth:`CheckReport.raise_if_failed` and
+    :func:`tensorjac.testing.assert_jacobian_close`; an ``AssertionError``, so
+    test runners report it as a failed assertion.  Its message is the report's
+    table of the worst entries.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> x = np.array([0.5, 1.0])
+    >>> try:
+    ...     tj.check(np.sin, x, np.diag(np.sin(x))).raise_if_failed()   # sin' is not sin
+    ... except tj.JacobianMismatchError as e:
+    ...     print(e.report.n_failed, e.report.worst[0].out_index)
+    2 (1,)
+    """
 
     def __init__(self, report: CheckReport) -> None:
         super().__init__(str(report))
@@ -63,7 +79,30 @@ class CheckEntry:
 
 @dataclass
 class CheckReport:
-    """Outcome of :func:`check`. ``print(report)`` shows a table of the worst entries."""
+    """Outcome of :func:`check`. ``print(report)`` shows a table of the worst entries.
+
+    ``bool(report)`` is ``report.passed``.  ``worst`` lists the entries with the
+    largest ``|analytic - numeric| / tol`` (each a ``CheckEntry`` with
+    ``out_index``, ``in_index``, ``analytic``, ``numeric``, ``abs_err``,
+    ``rel_err``, ``tol`` and ``failed``); ``n_failed`` of ``n_checked`` entries
+    (or directional values, in fast mode) failed; ``rtol`` and ``atol`` are the
+    tolerances used, ``n_evals`` the evaluations of f.  :meth:`plot` draws a
+    heatmap of the error ratio.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> x = np.array([0.5, 1.0])
+    >>> rep = tj.check(np.sin, x, np.diag(np.cos(x)))
+    >>> rep.passed, rep.n_failed, rep.n_checked, rep.mode
+    (True, 0, 4, 'full')
+    >>> print(rep)                                        # doctest: +ELLIPSIS
+    tensorjac.check PASSED: 0 of 4 entries outside tolerance (mode full, method richardson, ...)
+    ...
+    >>> bad = tj.check(np.sin, x, np.diag(np.sin(x)))
+    >>> bool(bad), bad.worst[0].out_index, bad.worst[0].in_index
+    (False, (1,), (1,))
+    """
 
     passed: bool
     max_abs_err: float

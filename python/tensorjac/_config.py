@@ -23,7 +23,24 @@ _GIB = 1 << 30
 
 
 class JacobianTooLargeError(MemoryError):
-    """A dense result would exceed the memory budget; nothing was allocated."""
+    """A dense result would exceed the memory budget; nothing was allocated.
+
+    A :class:`MemoryError` whose message gives the result's shape and size in
+    GiB, and the way out: :func:`tensorjac.vjp` / :func:`tensorjac.jvp` apply a
+    Jacobian without building it; :func:`tensorjac.set_memory_budget` raises
+    the budget.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> X = np.ones((2000, 2000))
+    >>> tj.jacobian(tj.multiply, X, X)
+    Traceback (most recent call last):
+        ...
+    tensorjac._config.JacobianTooLargeError: the dense Jacobian would have shape (2000, 2000, 2000, 2000) and need 119,209.29 GiB, ...
+    >>> tj.vjp(tj.multiply, X, X, cotangent=X).shape     # the same derivative, applied to a vector
+    (2000, 2000)
+    """
 
 
 # The largest team a kernel uses: the CPUs available to this process (its
@@ -70,7 +87,7 @@ def set_num_threads(n: int) -> None:
 
     Examples
     --------
-    >>> import tensorjac as tj
+    >>> import os, tensorjac as tj
     >>> old = tj.get_num_threads()
     >>> tj.set_num_threads(1)
     >>> tj.get_num_threads()
@@ -97,7 +114,7 @@ def get_num_threads() -> int:
 
     Examples
     --------
-    >>> import tensorjac as tj
+    >>> import os, tensorjac as tj
     >>> 1 <= tj.get_num_threads() <= (os.cpu_count() or 1)
     True
     """
