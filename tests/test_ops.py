@@ -811,3 +811,34 @@ def test_hyp_outer_sum_norm(u, v, seed, ks, wrt, layout):
     _check("outer", args, wrt, layout)
     _check("sum", args[:1], 0, layout)
     _check("norm", args[1:], 0, layout)
+
+
+def test_ops_stub_is_current():
+    """ops.pyi (real signatures for type checkers) is generated from the registry; regenerate with
+    `python -m tensorjac._stubgen` after adding an op."""
+    from tensorjac import _stubgen
+
+    assert _stubgen.path().read_text() == _stubgen.render()
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_real_signature_and_help(name):
+    import inspect
+    import pydoc
+
+    op = op_of(name)
+    params = list(inspect.signature(op).parameters)
+    assert params[: len(op.argnames)] == list(op.argnames)
+    text = pydoc.render_doc(op, renderer=pydoc.plaintext)
+    for method in ("jacobian", "vjp", "jvp"):
+        assert method in text
+
+
+def test_ops_take_keyword_arguments():
+    A, X, B = make_args("sandwich")
+    J = tj.jacobian(tj.sandwich, A=A, X=X, B=B, wrt="X")
+    np.testing.assert_array_equal(J, tj.jacobian(tj.sandwich, A, X, B, wrt=1))
+    np.testing.assert_array_equal(tj.sandwich(A=A, X=X, B=B), tj.sandwich(A, X, B))
+    X = make_args("sum")[0]
+    np.testing.assert_array_equal(tj.sum(X, axis=1), X.sum(axis=1))
+    np.testing.assert_allclose(tj.jacobian(tj.sum, X, axis=1), np.einsum("ik,j->ikj", np.eye(X.shape[0]), np.ones(X.shape[1])))

@@ -22,18 +22,24 @@ import numpy as np
 from ._deriv import Deriv
 from ._layout import prod
 from ._rule import Op, implements
-from ._rulekit import bcast_letters, einsum_deriv, letters, need_square, normalize_axes, squeezed_factor
-from ._trace import Tracer, constant_functions, constant_ufuncs, make_constant, refuse, unsupported
-from .ops import (
-    _bcast_shape,
-    _onehot_arg,
-    _swap,
+from ._rulekit import (
+    batch_letters,
+    bcast_letters,
+    bcast_shape,
     binary_elementwise_deriv,
-    elementwise,
+    einsum_deriv,
+    elementwise_op,
+    letters,
+    need_square,
+    normalize_axes,
+    onehot_arg,
     reduce_letters,
     reduce_norm,
     reduce_shape,
+    squeezed_factor,
+    swap_last,
 )
+from ._trace import Tracer, constant_functions, constant_ufuncs, make_constant, refuse, unsupported
 
 __all__ = ["cast", "copy", "getitem", "is_basic_key", "scatter"]
 
@@ -94,8 +100,8 @@ _UNARY: list[tuple[str, Callable[..., Any], bool, tuple]] = [
 for _name, _df, _holo, _funcs in _UNARY:
     _code = getattr(_df, "__code__", None)
     _uv = _code is not None and "value" in _code.co_varnames
-    elementwise(_name, _funcs[0], _df, f"numpy.{_name}", holomorphic=_holo, numpy=_funcs, public=False,
-                uses_value=_uv)
+    elementwise_op(_name, _funcs[0], _df, f"numpy.{_name}", holomorphic=_holo, numpy=_funcs, public=False,
+                   uses_value=_uv)
 
 # piecewise constant: derivative 0 wherever it exists; their results are constants
 constant_ufuncs.update(
@@ -127,7 +133,7 @@ def _binary(name: str, func: Any, df0: Any, df1: Any, shapes: tuple[str, str] = 
             return binary_elementwise_deriv(wrt, a, b, None, "out", coef=df)
         return binary_elementwise_deriv(wrt, a, b, df, shapes[wrt], uses_value=uses_value)
 
-    return Op(name, ("a", "b"), func, _bcast_shape(name), deriv, holomorphic=holomorphic, elementwise=True,
+    return Op(name, ("a", "b"), func, bcast_shape(name), deriv, holomorphic=holomorphic, elementwise=True,
               numpy=numpy, public=False)
 
 
@@ -267,9 +273,9 @@ def _reduction(name: str, value: Callable[..., Any], factor: Callable[..., np.nd
 
 
 prod_ = _reduction("prod", np.prod, _excl_prod, _np("prod"))
-amax = _reduction("amax", np.max, lambda X, ax: _onehot_arg(X, ax, np.argmax), _np("max", "amax"),
+amax = _reduction("amax", np.max, lambda X, ax: onehot_arg(X, ax, np.argmax), _np("max", "amax"),
                   holomorphic=False)
-amin = _reduction("amin", np.min, lambda X, ax: _onehot_arg(X, ax, np.argmin), _np("min", "amin"),
+amin = _reduction("amin", np.min, lambda X, ax: onehot_arg(X, ax, np.argmin), _np("min", "amin"),
                   holomorphic=False)
 
 
@@ -1371,9 +1377,7 @@ def _solve_specs(a: tuple, b: tuple) -> tuple[str, str, str, str]:
         raise ValueError(f"solve: a {a} and b {b} do not match (b has {bm[-1]} rows, a is {a[-1]}x{a[-1]})")
     sa, sb = a[:-2], (b[:-1] if vec else b[:-2])
     out_batch = tuple(np.broadcast_shapes(sa, sb))
-    from .ops import _batch_letters
-
-    ob, (la, lb) = _batch_letters(out_batch, [sa, sb], 0)
+    ob, (la, lb) = batch_letters(out_batch, [sa, sb], 0)
     if vec:
         return la + "ij", lb + "j", ob + "i", la + "ij"
     return la + "ij", lb + "jk", ob + "ik", la + "ij"
@@ -1408,7 +1412,7 @@ def _solve_deriv(wrt: int, a: tuple, b: tuple) -> Deriv:
         if vec:
             R = -Gb[..., :, None] * X[..., None, :]
         else:
-            R = -(Gb @ _swap(X))
+            R = -(Gb @ swap_last(X))
         return _sum_to(R, (G.shape[0],) + a)
 
     def jvp(V: np.ndarray, A: np.ndarray, B: np.ndarray, value: np.ndarray | None = None) -> np.ndarray:
@@ -1430,7 +1434,7 @@ def _sum_to(R: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _bsolve(A: np.ndarray, R: np.ndarray, vec: bool, transpose: bool) -> np.ndarray:
     """solve(A or A^T, R) for a batch R (leading batch axis) broadcast against A's stack."""
-    M = _swap(A) if transpose else A
+    M = swap_last(A) if transpose else A
     if vec:
         return np.linalg.solve(M, R[..., None])[..., 0]
     return np.linalg.solve(M, R)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._deriv import LETTERS, Deriv
+from ._rule import Op
 
 __all__ = [
-    "bcast_letters", "einsum_deriv", "letters", "need_ndim", "need_square", "normalize_axes",
-    "squeezed_factor",
+    "batch_letters", "bcast_letters", "bcast_shape", "binary_elementwise_deriv", "einsum_deriv",
+    "elementwise_op", "letters", "need_ndim", "need_square", "normalize_axes", "onehot_arg", "reduce_letters",
+    "reduce_norm", "reduce_shape", "squeezed_factor", "swap_last",
 ]  # fmt: skip
 
 
@@ -117,3 +119,103 @@ def einsum_deriv(specs: Sequence[str], out: str, shapes: Sequence[tuple[int, ...
         return (np.einsum(subs, *[ops[i] for i in idx], optimize=len(idx) > 2),)
 
     return Deriv(out, mine, [(1, (fl,))], factors, sizes=sizes)
+
+
+def batch_letters(out_batch: tuple[int, ...], shapes: list[tuple[int, ...]], start: int) -> tuple[str, list[str]]:
+    """Letters of broadcast batch axes: the result's, and each operand's (fresh size-1 letters where broadcast)."""
+    ob = letters(len(out_batch), start)
+    fresh = list(letters(8 * (len(out_batch) + 1), start + len(out_batch))[::-1])
+    return ob, [bcast_letters(ob, out_batch, s, fresh) for s in shapes]
+
+
+def bcast_shape(op: str) -> Callable[[tuple, tuple], tuple]:
+    def shape(x: tuple, y: tuple) -> tuple:
+        try:
+            return tuple(np.broadcast_shapes(x, y))
+        except ValueError:
+            raise ValueError(f"{op}: shapes {x} and {y} do not broadcast") from None
+
+    return shape
+
+
+def binary_elementwise_deriv(
+    wrt: int, a: tuple, b: tuple, factor: Callable[..., np.ndarray] | None, fshape: str, coef: complex = 1,
+    uses_value: bool = False,
+) -> Deriv:
+    """The Deriv of a broadcasting binary elementwise op in argument ``wrt``.
+
+    ``factor(x, y[, value=])`` returns the partial derivative; ``fshape`` says which
+    shape it has: "a", "b" (an operand's) or "out" (the broadcast shape).  None: coef only.
+    """
+    out = tuple(np.broadcast_shapes(a, b))
+    L = letters(len(out))
+    fresh = list(letters(len(out) + 2, len(out))[::-1])
+    inp = bcast_letters(L, out, (a, b)[wrt], fresh)
+    if factor is None:
+        return Deriv(L, inp, [(coef, ())])
+    shp = {"a": a, "b": b, "out": out}[fshape]
+    fl, drop = squeezed_factor(L, out, shp)
+
+    def factors(x: np.ndarray, y: np.ndarray, value: Any = None) -> tuple[np.ndarray]:
+        f = factor(x, y, value=value) if uses_value else factor(x, y)
+        f = np.broadcast_to(f, shp) if np.shape(f) != shp else f
+        return (np.squeeze(f, drop) if drop else f,)
+
+    return Deriv(L, inp, [(coef, (fl,))], factors, uses_value=uses_value)
+
+
+def swap_last(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def reduce_norm(op: str) -> Callable[..., dict[str, Any]]:
+    def norm(shapes: tuple, axis: Any = None, keepdims: bool = False) -> dict[str, Any]:
+        ax = normalize_axes(axis, len(shapes[0]), op)
+        return {"axis": tuple(range(len(shapes[0]))) if ax is None else ax, "keepdims": bool(keepdims)}
+
+    return norm
+
+
+def reduce_shape(x: tuple, axis: tuple[int, ...], keepdims: bool, **_: Any) -> tuple:
+    if keepdims:
+        return tuple(1 if d in axis else n for d, n in enumerate(x))
+    return tuple(n for d, n in enumerate(x) if d not in axis)
+
+
+def reduce_letters(x: tuple, axis: tuple[int, ...], keepdims: bool) -> tuple[str, str]:
+    """(output letters, input letters) of a reduction: kept axes shared, reduced ones dropped
+    (or fresh size-1 letters with keepdims)."""
+    L = letters(len(x))
+    K = letters(len(x), len(x))
+    out = "".join((K[d] if keepdims else "") if d in axis else c for d, c in enumerate(L))
+    return out, L
+
+
+def onehot_arg(A: np.ndarray, axes: tuple[int, ...], pick: Callable[..., np.ndarray]) -> np.ndarray:
+    """One-hot of the entry ``pick`` (np.argmax / np.argmin) selects over ``axes``, per remaining index."""
+    ax = tuple(axes)
+    rest = [d for d in range(A.ndim) if d not in ax]
+    moved = np.transpose(A, rest + list(ax))
+    flat = moved.reshape(tuple(moved.shape[: len(rest)]) + (-1,))
+    oh: np.ndarray = np.zeros(flat.shape, dtype=np.float64)
+    if flat.size:
+        idx = pick(flat, axis=-1)
+        np.put_along_axis(oh, idx[..., None], 1.0, axis=-1)
+    oh = oh.reshape(moved.shape)
+    return np.transpose(oh, np.argsort(rest + list(ax)))
+
+
+def elementwise_op(
+    name: str, f: Callable[..., Any], df: Callable[..., Any], doc: str, holomorphic: bool = True,
+    numpy: tuple = (), public: bool = True, example: Callable[..., Any] | None = None, uses_value: bool = False,
+) -> Op:
+    """An elementwise op: δ(m,n) f'(x[m]).  ``df(x)`` (or ``df(x, value=f(x))``) is f'."""
+
+    def deriv(wrt: int, x: tuple) -> Deriv:
+        L = letters(len(x))
+        if uses_value:
+            return Deriv(L, L, [(1, (L,))], lambda X, value=None: (df(X, value=value),), uses_value=True)
+        return Deriv(L, L, [(1, (L,))], lambda X: (df(X),))
+
+    return Op(name, ("X",), f, lambda x: x, deriv, holomorphic=holomorphic, elementwise=True, doc=doc,
+              numpy=numpy, public=public, example=example)

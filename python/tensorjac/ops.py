@@ -18,13 +18,20 @@ import numpy as np
 from ._deriv import Deriv
 from ._rule import REGISTRY, Op
 from ._rulekit import (
-    bcast_letters,
+    batch_letters,
+    bcast_shape,
+    binary_elementwise_deriv,
     einsum_deriv,
+    elementwise_op,
     letters,
     need_ndim,
     need_square,
     normalize_axes,
-    squeezed_factor,
+    onehot_arg,
+    reduce_letters,
+    reduce_norm,
+    reduce_shape,
+    swap_last,
 )
 
 CATALOGUE: dict[str, Op] = {}
@@ -58,13 +65,6 @@ def _normal(*shapes: tuple) -> Callable[[np.random.Generator], tuple]:
 # ----------------------------------------------------------------------------- products
 
 
-def _batch_letters(out_batch: tuple[int, ...], shapes: list[tuple[int, ...]], start: int) -> tuple[str, list[str]]:
-    """Letters of broadcast batch axes: the result's, and each operand's (fresh size-1 letters where broadcast)."""
-    ob = letters(len(out_batch), start)
-    fresh = list(letters(8 * (len(out_batch) + 1), start + len(out_batch))[::-1])
-    return ob, [bcast_letters(ob, out_batch, s, fresh) for s in shapes]
-
-
 def _matmul_specs(a: tuple, b: tuple) -> tuple[str, str, str]:
     """einsum specs of np.matmul for these shapes (1-D operands promoted as numpy does)."""
     if len(a) == 0 or len(b) == 0:
@@ -80,7 +80,7 @@ def _matmul_specs(a: tuple, b: tuple) -> tuple[str, str, str]:
         out_batch = tuple(np.broadcast_shapes(ab, bb))
     except ValueError:
         raise ValueError(f"matmul: the stack shapes of A {a} and B {b} do not broadcast") from None
-    ob, (la, lb) = _batch_letters(out_batch, [ab, bb], 0)
+    ob, (la, lb) = batch_letters(out_batch, [ab, bb], 0)
     sa = la + ("ik" if len(a) >= 2 else "k")
     sb = lb + ("kj" if len(b) >= 2 else "k")
     so = ob + ("i" if len(a) >= 2 else "") + ("j" if len(b) >= 2 else "")
@@ -161,42 +161,6 @@ True
 )  # fmt: skip
 
 
-def _bcast_shape(op: str) -> Callable[[tuple, tuple], tuple]:
-    def shape(x: tuple, y: tuple) -> tuple:
-        try:
-            return tuple(np.broadcast_shapes(x, y))
-        except ValueError:
-            raise ValueError(f"{op}: shapes {x} and {y} do not broadcast") from None
-
-    return shape
-
-
-def binary_elementwise_deriv(
-    wrt: int, a: tuple, b: tuple, factor: Callable[..., np.ndarray] | None, fshape: str, coef: complex = 1,
-    uses_value: bool = False,
-) -> Deriv:
-    """The Deriv of a broadcasting binary elementwise op in argument ``wrt``.
-
-    ``factor(x, y[, value=])`` returns the partial derivative; ``fshape`` says which
-    shape it has: "a", "b" (an operand's) or "out" (the broadcast shape).  None: coef only.
-    """
-    out = tuple(np.broadcast_shapes(a, b))
-    L = letters(len(out))
-    fresh = list(letters(len(out) + 2, len(out))[::-1])
-    inp = bcast_letters(L, out, (a, b)[wrt], fresh)
-    if factor is None:
-        return Deriv(L, inp, [(coef, ())])
-    shp = {"a": a, "b": b, "out": out}[fshape]
-    fl, drop = squeezed_factor(L, out, shp)
-
-    def factors(x: np.ndarray, y: np.ndarray, value: Any = None) -> tuple[np.ndarray]:
-        f = factor(x, y, value=value) if uses_value else factor(x, y)
-        f = np.broadcast_to(f, shp) if np.shape(f) != shp else f
-        return (np.squeeze(f, drop) if drop else f,)
-
-    return Deriv(L, inp, [(coef, (fl,))], factors, uses_value=uses_value)
-
-
 def _multiply_deriv(wrt: int, x: tuple, y: tuple) -> Deriv:
     if wrt == 0:
         return binary_elementwise_deriv(0, x, y, lambda X, Y: Y, "b")
@@ -204,7 +168,7 @@ def _multiply_deriv(wrt: int, x: tuple, y: tuple) -> Deriv:
 
 
 multiply = _register(
-    Op("multiply", ("X", "Y"), np.multiply, _bcast_shape("multiply"), _multiply_deriv, elementwise=True,
+    Op("multiply", ("X", "Y"), np.multiply, bcast_shape("multiply"), _multiply_deriv, elementwise=True,
        numpy=(np.multiply,), example=_normal((3, 4), (3, 4)),
        doc="""Hadamard product X * Y with numpy broadcasting (scalars included).
 
@@ -333,10 +297,6 @@ Examples
 # ----------------------------------------------------------------------------- linear algebra
 
 
-def _swap(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
-
-
 def _inv_shape(x: tuple) -> tuple:
     need_square("inv", "X", x, stacked=True)
     return x
@@ -348,7 +308,7 @@ def _inv_vjp(G: np.ndarray, X: np.ndarray, value: np.ndarray | None = None) -> n
         from ._ad import two_sided  # -X^{-T} G X^{-T} by BLAS
 
         return two_sided(-Xi.T, G, Xi.T)
-    XiT = _swap(Xi)
+    XiT = swap_last(Xi)
     return -(XiT @ G @ XiT)
 
 
@@ -518,7 +478,7 @@ def _logdet_factors(X: np.ndarray) -> tuple:
     sign, _ = np.linalg.slogdet(X)
     if np.any(sign == 0):
         raise np.linalg.LinAlgError("logdet: X is singular, log|det X| = -inf has no derivative")
-    return (_swap(np.linalg.inv(X)),)
+    return (swap_last(np.linalg.inv(X)),)
 
 
 def _logdet_deriv(wrt: int, x: tuple) -> Deriv:
@@ -619,29 +579,6 @@ array([2., 4.])
 )  # fmt: skip
 
 
-def reduce_norm(op: str) -> Callable[..., dict[str, Any]]:
-    def norm(shapes: tuple, axis: Any = None, keepdims: bool = False) -> dict[str, Any]:
-        ax = normalize_axes(axis, len(shapes[0]), op)
-        return {"axis": tuple(range(len(shapes[0]))) if ax is None else ax, "keepdims": bool(keepdims)}
-
-    return norm
-
-
-def reduce_shape(x: tuple, axis: tuple[int, ...], keepdims: bool, **_: Any) -> tuple:
-    if keepdims:
-        return tuple(1 if d in axis else n for d, n in enumerate(x))
-    return tuple(n for d, n in enumerate(x) if d not in axis)
-
-
-def reduce_letters(x: tuple, axis: tuple[int, ...], keepdims: bool) -> tuple[str, str]:
-    """(output letters, input letters) of a reduction: kept axes shared, reduced ones dropped
-    (or fresh size-1 letters with keepdims)."""
-    L = letters(len(x))
-    K = letters(len(x), len(x))
-    out = "".join((K[d] if keepdims else "") if d in axis else c for d, c in enumerate(L))
-    return out, L
-
-
 def _sum_deriv(wrt: int, x: tuple, axis: tuple[int, ...], keepdims: bool) -> Deriv:
     out, inp = reduce_letters(x, axis, keepdims)
     return Deriv(out, inp, [(1, ())])
@@ -732,20 +669,6 @@ def _norm_shape(x: tuple, ord: Any = None, axis: Any = None, keepdims: bool = Fa
     return reduce_shape(x, tuple(sorted(a % builtins.max(len(x), 1) for a in ax)), keepdims)
 
 
-def _onehot_arg(A: np.ndarray, axes: tuple[int, ...], pick: Callable[..., np.ndarray]) -> np.ndarray:
-    """One-hot of the entry ``pick`` (np.argmax / np.argmin) selects over ``axes``, per remaining index."""
-    ax = tuple(axes)
-    rest = [d for d in range(A.ndim) if d not in ax]
-    moved = np.transpose(A, rest + list(ax))
-    flat = moved.reshape(tuple(moved.shape[: len(rest)]) + (-1,))
-    oh: np.ndarray = np.zeros(flat.shape, dtype=np.float64)
-    if flat.size:
-        idx = pick(flat, axis=-1)
-        np.put_along_axis(oh, idx[..., None], 1.0, axis=-1)
-    oh = oh.reshape(moved.shape)
-    return np.transpose(oh, np.argsort(rest + list(ax)))
-
-
 def norm_gradient(X: np.ndarray, ord: Any = None, axis: Any = None) -> np.ndarray:
     """d norm(X, ord, axis) / dX, X-shaped (0 where the norm is 0 and for ord=0)."""
     kind, ax = _norm_kind(X.ndim, ord, axis)
@@ -759,9 +682,9 @@ def norm_gradient(X: np.ndarray, ord: Any = None, axis: Any = None) -> np.ndarra
         if ord == 1:
             return sgn
         if ord == np.inf:
-            return sgn * _onehot_arg(absX, ax, np.argmax)
+            return sgn * onehot_arg(absX, ax, np.argmax)
         if ord == -np.inf:
-            return sgn * _onehot_arg(absX, ax, np.argmin)
+            return sgn * onehot_arg(absX, ax, np.argmin)
         if ord == 0:
             return np.zeros_like(X)
         p = float(ord)
@@ -773,7 +696,7 @@ def norm_gradient(X: np.ndarray, ord: Any = None, axis: Any = None) -> np.ndarra
     if ord in (1, -1, np.inf, -np.inf):
         sum_ax, pick_ax = (r, c) if ord in (1, -1) else (c, r)  # 1: max column sum; inf: max row sum
         s = np.sum(absX, axis=sum_ax, keepdims=True)
-        oh = _onehot_arg(s, (pick_ax,), np.argmax if ord > 0 else np.argmin)
+        oh = onehot_arg(s, (pick_ax,), np.argmax if ord > 0 else np.argmin)
         return sgn * oh
     # spectral norms via the SVD of each matrix (axes moved last)
     Xm = np.moveaxis(X, (r, c), (-2, -1))
@@ -823,19 +746,10 @@ array([0.6, 0.8])
 
 def elementwise(
     name: str, f: Callable, df: Callable, doc: str, holomorphic: bool = True, numpy: tuple = (),
-    public: bool = True, example: Callable | None = None, uses_value: bool = False,
+    example: Callable | None = None, uses_value: bool = False,
 ) -> Op:
-    """An elementwise op: δ(m,n) f'(x[m]).  ``df(x)`` (or ``df(x, value=f(x))``) is f'."""
-
-    def deriv(wrt: int, x: tuple) -> Deriv:
-        L = letters(len(x))
-        if uses_value:
-            return Deriv(L, L, [(1, (L,))], lambda X, value=None: (df(X, value=value),), uses_value=True)
-        return Deriv(L, L, [(1, (L,))], lambda X: (df(X),))
-
-    op = Op(name, ("X",), f, lambda x: x, deriv, holomorphic=holomorphic, elementwise=True, doc=doc,
-            numpy=numpy, public=public, example=example or _normal((3, 4)))
-    return _register(op) if public else op
+    """A public elementwise op of the catalogue (see tensorjac._rulekit.elementwise_op)."""
+    return _register(elementwise_op(name, f, df, doc, holomorphic, numpy, True, example or _normal((3, 4)), uses_value))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
