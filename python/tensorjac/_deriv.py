@@ -66,6 +66,22 @@ class Deriv:
     uses_value : when True, ``factors``, ``vjp`` and ``jvp`` also take the keyword
                ``value=``: the op's output when the caller already has it (a traced
                function does), else None (the callable computes what it needs).
+
+    Examples
+    --------
+    The Jacobian of ``A @ X @ B`` in X, ``A[i, k] B[l, j]``: output axes i, j,
+    input axes k, l, one term with two factors.
+
+    >>> import numpy as np, tensorjac as tj
+    >>> d = tj.Deriv("ij", "kl", [(1, ("ik", "lj"))], lambda A, X, B: (A, B))
+    >>> d.out, d.inp, d.is_diagonal
+    (('i', 'j'), ('k', 'l'), False)
+
+    An elementwise product ``X * W`` in X: the output letters are the input
+    letters (a Kronecker delta), one factor W.
+
+    >>> tj.Deriv("ij", "ij", [(1, ("ij",))], lambda X, W: (W,)).is_diagonal
+    True
     """
 
     __slots__ = ("factors", "inp", "jvp", "out", "sizes", "terms", "uses_value", "vjp")

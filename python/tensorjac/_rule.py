@@ -116,7 +116,62 @@ class Op:
     Every op is one rule: a value function, a shape rule and a derivative
     rule returning a :class:`~tensorjac.Deriv` for each argument.  Ops work
     on numpy arrays and, unchanged, inside functions given to
-    :func:`tensorjac.jacobian`.
+    :func:`tensorjac.jacobian`.  The catalogue's ops (``tj.inv``, ...) are
+    instances; ``tj.CATALOGUE`` maps their names to them.
+
+    Parameters
+    ----------
+    name : str
+        The op's name (``repr``, error messages, the registry).
+    argnames : tuple of str
+        Names of the array arguments (``wrt="X"`` refers to them).
+    value : callable
+        ``value(*arrays, **params)``: the op's value.
+    shape : callable
+        ``shape(*shapes, **params)``: the output shape; raises ValueError
+        (naming the arguments and shapes) for shapes that do not fit.
+    deriv : callable
+        ``deriv(wrt, *shapes, **params)``: the :class:`~tensorjac.Deriv` of
+        the output in argument ``wrt`` for these shapes.
+    params : dict, optional
+        Static keyword parameters and their defaults (``axis``, ...); they
+        are not differentiated.
+    holomorphic : bool, default True
+        False refuses complex input with a TypeError.
+    elementwise : bool, default False
+        The Jacobian is diagonal: ``layout="diagonal"`` is allowed.
+    doc : str
+        The op's docstring (``help(op)``, the docs' op catalogue).
+    register : bool, default True
+        Add the op to the package registry, and its ``numpy=`` functions to
+        the rules used inside traced functions.  User-defined ops should
+        pass ``register=False``.
+
+    The other keywords (``numpy``, ``numpy_extra``, ``example``,
+    ``variadic``, ``normalize``, ``public``, ``view``) are used by the
+    package's own rules.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> isinstance(tj.inv, tj.Op), tj.inv
+    (True, <tensorjac op inv(X)>)
+    >>> X = np.array([[2., 0.], [0., 4.]])
+    >>> tj.inv.jacobian(X, layout="matrix").shape
+    (4, 4)
+
+    A user-defined op: 2 X, whose Jacobian is 2 δ(i, k).
+
+    >>> double = tj.Op("double", ("X",), lambda X: 2 * X, lambda x: x,
+    ...                lambda wrt, x: tj.Deriv("i", "i", [(2, ())]),
+    ...                elementwise=True, register=False)
+    >>> double(np.array([1., 2.]))
+    array([2., 4.])
+    >>> double.jacobian(np.array([1., 2.]), layout="diagonal")
+    array([2., 2.])
+    >>> tj.jacobian(lambda x: double(x) + x, np.ones(2))     # inside a traced function too
+    array([[3., 0.],
+           [0., 3.]])
     """
 
     _MAX_PLANS = 512
@@ -366,6 +421,13 @@ class Op:
         docs) or, for elementwise Jacobians, "diagonal".  ``out=`` is filled in
         place and returned; its shape and dtype must match exactly.
         Parameters of the op (e.g. ``axis=``) are passed as keywords.
+        The same as ``tj.jacobian(op, *args, ...)``.
+
+        Examples
+        --------
+        >>> import numpy as np, tensorjac as tj
+        >>> tj.sum.jacobian(np.ones((2, 3)), axis=0).shape
+        (3, 2, 3)
         """
         return op_jacobian(self, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
 
@@ -374,6 +436,14 @@ class Op:
         """Batched vector-Jacobian product: cotangent (*batch, *out.shape) -> (*batch, *in.shape).
 
         ``res[b, n...] = sum_m cotangent[b, m...] J[m..., n...]``, without building J.
+
+        Examples
+        --------
+        >>> import numpy as np, tensorjac as tj
+        >>> X = np.array([[2., 0.], [0., 4.]])
+        >>> tj.inv.vjp(X, cotangent=np.eye(2))               # -inv(X).T @ G @ inv(X).T
+        array([[-0.25  ,  0.    ],
+               [ 0.    , -0.0625]])
         """
         return op_product(self, args, kwargs, cotangent, wrt, num_threads, "vjp")
 
@@ -382,6 +452,13 @@ class Op:
         """Batched Jacobian-vector product: tangent (*batch, *in.shape) -> (*batch, *out.shape).
 
         ``res[b, m...] = sum_n J[m..., n...] tangent[b, n...]``, without building J.
+
+        Examples
+        --------
+        >>> import numpy as np, tensorjac as tj
+        >>> A, B = np.eye(2), np.array([[1., 2.], [3., 4.]])
+        >>> tj.sandwich.jvp(A, np.zeros((2, 2)), B, tangent=np.ones((3, 2, 2)), wrt="X").shape
+        (3, 2, 2)
         """
         return op_product(self, args, kwargs, tangent, wrt, num_threads, "jvp")
 
