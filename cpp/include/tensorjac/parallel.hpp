@@ -271,7 +271,6 @@ template <class Body>
 void parallel_blocks_aligned(std::int64_t n, int nthreads, std::int64_t work_per_index, std::int64_t align,
                              Body&& body) {
     if (n <= 0) return;
-    const CancelFlag* cancel = detail::cancel_slot();
     const std::int64_t per = work_per_index > 0 ? work_per_index : 1;
     const std::int64_t al = align > 0 ? align : 1;
     const std::int64_t step = std::max<std::int64_t>(al, kPollWork / per);
@@ -284,6 +283,7 @@ void parallel_blocks_aligned(std::int64_t n, int nthreads, std::int64_t work_per
     }
 #ifdef _OPENMP
     arm_fork_guard();
+    const CancelFlag* cancel = detail::cancel_slot();  // the caller's, handed to every thread
     std::exception_ptr error = nullptr;
     std::mutex error_mutex;
     std::atomic<bool> stop{false};
