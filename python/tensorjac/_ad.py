@@ -346,8 +346,8 @@ _KMV_BATCHED_MIN = 16
 def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
     """``(A1 ⊗ A2 ⊗ ... ⊗ Ak) @ x`` for a batch of vectors, never forming the Kronecker product.
 
-    ``factors``: 2-D arrays A_i of shape (r_i, c_i); ``x``: shape (*batch, prod(c_i)).
-    Returns shape (*batch, prod(r_i)), matching ``x @ np.kron(A1, ..., Ak).T``.
+    ``factors``: 2-D arrays A_i of shape (r_i, c_i); ``x``: shape ``(*batch, prod(c_i))``.
+    Returns shape ``(*batch, prod(r_i))``, matching ``x @ np.kron(A1, ..., Ak).T``.
     One mode at a time (the vec trick), each mode one BLAS product
     ``A_t @ X.T`` whose output order rotates the next mode into place, so no
     intermediate is ever transposed.  The last mode (A_1) writes the result in

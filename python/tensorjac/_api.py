@@ -210,7 +210,7 @@ def jacobian(
         Python function of numpy arrays written with numpy's operators,
         ufuncs, ``np.*`` and ``np.linalg.*`` functions and array methods.
         Nothing in it needs changing; see the docs for what is supported.
-        Unsupported functions raise TypeError pointing to :func:`tj.fd.jacobian`.
+        Unsupported functions raise TypeError pointing to :func:`tensorjac.fd.jacobian`.
     *args, **kwargs
         The arguments of ``f``.  Arguments not named in ``wrt`` are constants,
         passed to ``f`` unchanged.

@@ -159,7 +159,7 @@ class CheckReport:
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Any:
-        """Heatmap of log10(|analytic - numeric| / tol) over the matrix layout; returns the Figure.
+        """Heatmap of ``log10(|analytic - numeric| / tol)`` over the matrix layout; returns the Figure.
 
         Rows are the outputs m and columns the inputs n, both flattened in C
         order, with lines between the blocks of the leading axes so a wrong
@@ -302,8 +302,8 @@ def check(
     under test (or pass it as ``jac=`` and every positional argument is an
     argument of f).  ``wrt`` (an index or an argument name) says which argument
     it is the Jacobian in; the others are held constant.  With a tuple ``wrt``,
-    ``jac`` is a tuple of Jacobians and the result a :class:`CheckReports`
-    (true only when every check passed).
+    ``jac`` is a tuple of Jacobians and the result a tuple of reports
+    (a ``CheckReports``, true only when every check passed).
 
     Parameters
     ----------
@@ -341,7 +341,7 @@ def check(
     Notes
     -----
     Entry ``T[m, n]`` of the user's Jacobian (``analytic``) passes against the
-    finite-difference value (``numeric``) when
+    finite-difference value (``numeric``) when::
 
         |analytic - numeric| <= atol[n] + rtol * |numeric| + 10 * err[m, n]
 

@@ -52,20 +52,29 @@ def parse_axes(spec: str | Sequence[str]) -> tuple[str, ...]:
 class Deriv:
     """The Jacobian of one op with respect to one argument, for fixed shapes.
 
-    out, inp : axis specs of F's and X's axes (see :func:`parse_axes`); every
-               axis's letters must multiply to exactly its length.
-    terms    : ``[(coef, (letters_of_factor_0, letters_of_factor_1, ...)), ...]``;
-               the factor arrays are consecutive slots of ``factors(*args)``.
-    factors  : callable taking the op's arguments and returning every term's
-               factor arrays, flattened in order.
-    sizes    : letter sizes that cannot be read off unfused axes.
-    vjp, jvp : optional structured formulas ``vjp(G, *args)`` / ``jvp(V, *args)``
-               where G is (batch, *out_shape) and V is (batch, *in_shape) with one
-               flattened batch axis.  Without them both are einsum contractions
-               of ``terms`` (see tensorjac._ad).
-    uses_value : when True, ``factors``, ``vjp`` and ``jvp`` also take the keyword
-               ``value=``: the op's output when the caller already has it (a traced
-               function does), else None (the callable computes what it needs).
+    Parameters
+    ----------
+    out, inp : str or sequence of str
+        Axis specs of F's and X's axes (``"ij"``, or ``"(ik)(jl)"`` for fused
+        axes; see ``parse_axes``); every axis's letters must multiply to
+        exactly its length.
+    terms : sequence of (coef, tuple of str)
+        ``[(coef, (letters_of_factor_0, letters_of_factor_1, ...)), ...]``;
+        the factor arrays are consecutive slots of ``factors(*args)``.
+    factors : callable
+        Takes the op's arguments and returns every term's factor arrays,
+        flattened in order.
+    sizes : dict, optional
+        Letter sizes that cannot be read off unfused axes.
+    vjp, jvp : callable, optional
+        Structured formulas ``vjp(G, *args)`` / ``jvp(V, *args)`` where G is
+        ``(batch, *out_shape)`` and V is ``(batch, *in_shape)`` with one
+        flattened batch axis.  Without them both are einsum contractions of
+        ``terms`` (see tensorjac._ad).
+    uses_value : bool, default False
+        When True, ``factors``, ``vjp`` and ``jvp`` also take the keyword
+        ``value=``: the op's output when the caller already has it (a traced
+        function does), else None (the callable computes what it needs).
 
     Examples
     --------

@@ -47,13 +47,13 @@ relative to x, with a floor where x is zero::
     s[n] = max(|x[n]|, 2**20 tiny / eps**p)         if x[n] != 0
     s[n] = min(typical |x|, 1)                        if x[n] == 0
 
-where "typical |x|" is the median of the non-zero |x| entries (1 if there is
+where "typical ``|x|``" is the median of the non-zero ``|x|`` entries (1 if there is
 none): an entry at zero takes the scale of its neighbours, never more than 1,
 and the tiny term keeps h (and 1/h) far from underflow (overflow) for
 subnormal x.  Relative steps
 suit functions that vary on the scale of x (powers, logarithms, 1/r
 potentials in SI units); for a function that varies on a fixed scale far
-above a tiny |x| (exp(x) at x = 1e-10) they cost accuracy, which the error
+above a tiny ``|x|`` (exp(x) at x = 1e-10) they cost accuracy, which the error
 estimate reports: pass ``step=`` there.
 
 Domain ends.  A default step never takes x across a boundary of f's domain

@@ -433,7 +433,7 @@ class Op:
 
     def vjp(self, *args: Any, cotangent: Any, wrt: int | str = 0, num_threads: int | None = None,
             **kwargs: Any) -> np.ndarray:
-        """Batched vector-Jacobian product: cotangent (*batch, *out.shape) -> (*batch, *in.shape).
+        """Batched vector-Jacobian product: cotangent ``(*batch, *out.shape)`` -> ``(*batch, *in.shape)``.
 
         ``res[b, n...] = sum_m cotangent[b, m...] J[m..., n...]``, without building J.
 
@@ -449,7 +449,7 @@ class Op:
 
     def jvp(self, *args: Any, tangent: Any, wrt: int | str = 0, num_threads: int | None = None,
             **kwargs: Any) -> np.ndarray:
-        """Batched Jacobian-vector product: tangent (*batch, *in.shape) -> (*batch, *out.shape).
+        """Batched Jacobian-vector product: tangent ``(*batch, *in.shape)`` -> ``(*batch, *out.shape)``.
 
         ``res[b, m...] = sum_n J[m..., n...] tangent[b, n...]``, without building J.
 

@@ -494,7 +494,7 @@ def _logdet_shape(x: tuple) -> tuple:
 logdet = _register(
     Op("logdet", ("X",), _logdet_value, _logdet_shape, _logdet_deriv, holomorphic=False,
        example=lambda r: (_spd(r, 3),),
-       doc="""log|det X| as in np.linalg.slogdet(X)[1] (stacks too); gradient inv(X).T.
+       doc="""``log|det X|`` as in np.linalg.slogdet(X)[1] (stacks too); gradient inv(X).T.
 
 Examples
 --------
@@ -822,7 +822,7 @@ relu = elementwise(
     holomorphic=False, example=lambda r: (_away_from_zero(r, (3, 4)),),
 )  # fmt: skip
 abs = elementwise(
-    "abs", np.abs, np.sign, "|x|; derivative sign(x), which is 0 at the kink x = 0."
+    "abs", np.abs, np.sign, "``|x|``; derivative sign(x), which is 0 at the kink x = 0."
     + _ex("abs", "np.array([-1., 2.]), layout='diagonal')\narray([-1.,  1.])\n"),
     holomorphic=False, numpy=(np.absolute,), example=lambda r: (_away_from_zero(r, (3, 4)),),
 )  # fmt: skip
