@@ -70,22 +70,45 @@ public:
             reach_.push_back(std::move(reach));
             specs_.push_back(std::move(spec));
         }
+        // Does the first term write every element of a result of shape_ (no zero-fill needed)?
+        i64 total = 1, first = 1;
+        for (auto s : shape_) total = tensorjac::checked_mul(total, s);
+        if (!specs_.empty())
+            for (auto s : specs_[0].size) first = tensorjac::checked_mul(first, s);
+        covers_ = !specs_.empty() && first == total;
     }
 
-    // Writes the Jacobian into `out` (allocated here when None) and returns it.
-    py::array call(const py::object& out_obj, const py::sequence& factors, i64 num_threads) const {
-        py::array out = out_obj.is_none() ? py::array(dtype_, shape_) : py::array(out_obj);
-        run(out, factors, num_threads);
+    // Writes the Jacobian into `out` (allocated here when None) and returns it; with
+    // accumulate=True, adds it to the contents of `out` instead.
+    py::array call(const py::object& out_obj, const py::sequence& factors, i64 num_threads,
+                   bool accumulate) const {
+        if (out_obj.is_none()) {
+            if (accumulate) throw py::value_error("accumulate=True needs an out array");
+            if (covers_) {
+                py::array out(dtype_, shape_);
+                run(out, factors, num_threads, tensorjac::ExpandMode::write);
+                return out;
+            }
+            // Sparse structure: numpy.zeros gives lazily zeroed pages, so untouched memory is never written.
+            py::array out = py::module_::import("numpy").attr("zeros")(py::tuple(py::cast(shape_)), dtype_);
+            run(out, factors, num_threads, tensorjac::ExpandMode::zeroed);
+            return out;
+        }
+        py::array out(out_obj);
+        run(out, factors, num_threads, accumulate ? tensorjac::ExpandMode::accumulate : tensorjac::ExpandMode::write);
         return out;
     }
 
-    void run(py::array out, const py::sequence& factors, i64 num_threads) const {
+    void run(py::array out, const py::sequence& factors, i64 num_threads, tensorjac::ExpandMode mode) const {
         if (!out.writeable()) throw py::value_error("out: array is read-only");
         if (!element_strided(out)) {
-            // e.g. a packed structured field: fill a contiguous twin, then let numpy copy.
-            py::array twin(out.dtype(), shape_of(out));
-            run(twin, factors, num_threads);
-            py::module_::import("numpy").attr("copyto")(out, twin);
+            // e.g. a packed structured field: work on a contiguous twin, then let numpy copy.
+            auto np = py::module_::import("numpy");
+            py::array twin = mode == tensorjac::ExpandMode::accumulate ? py::array(np.attr("ascontiguousarray")(out))
+                                                                       : py::array(out.dtype(), shape_of(out));
+            run(twin, factors, num_threads,
+                mode == tensorjac::ExpandMode::accumulate ? mode : tensorjac::ExpandMode::write);
+            np.attr("copyto")(out, twin);
             return;
         }
         if (out.ndim() != out_ndim_)
@@ -146,7 +169,7 @@ public:
             T* data = static_cast<T*>(out.mutable_data());
             const int nt = resolve_threads(num_threads);
             // Interruptible: on Ctrl-C `out` is left partly written (a fresh result is dropped).
-            run_kernel(total, [&] { tensorjac::expand<T>(data, shape, ostr, terms, nt); });
+            run_kernel(total, [&] { tensorjac::expand<T>(data, shape, ostr, terms, nt, mode); });
         });
     }
 
@@ -157,6 +180,7 @@ private:
     py::dtype dtype_;
     std::vector<TermSpec> specs_;
     std::vector<std::vector<i64>> reach_;
+    bool covers_ = false;
 };
 
 }  // namespace
@@ -166,7 +190,9 @@ void bind_expand(py::module_& m) {
         .def(py::init<const py::list&, std::vector<i64>, int, py::dtype>(), py::arg("terms"),
              py::arg("shape"), py::arg("nslots"), py::arg("dtype"))
         .def("__call__", &ExpandPlan::call, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0,
-             "Write the Jacobian into out (or a new array when out is None) and return it.");
+             py::arg("accumulate") = false,
+             "Write the Jacobian into out (or a new array when out is None) and return it; "
+             "accumulate=True adds it to out instead.");
 }
 
 }  // namespace tjb

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _config
 from ._dtypes import as_float_array, result_dtype
-from ._engine import JacobianProgram, forward, reverse, signature
+from ._engine import JacobianProgram, forward, reverse, signature, write_finals
 from ._layout import ALL_LAYOUTS, Layout, check_out, layout_placement, prod
 from ._rule import Op, op_jacobian, op_product
 from ._terms import Algebra, Final, Term, finalize
@@ -26,6 +26,18 @@ __all__ = ["grad", "jacobian", "jvp", "value_and_jacobian", "vjp"]
 
 
 # ----------------------------------------------------------------------------- tracing a call
+
+_DTYPES: dict[tuple[np.dtype, np.dtype], np.dtype] = {}
+
+
+def _pair_dtype(what: str, out_dt: np.dtype, in_name: str, in_dt: np.dtype) -> np.dtype:
+    """The Jacobian's dtype for f's output dtype and the input's (the package's one rule), memoized."""
+    hit = _DTYPES.get((out_dt, in_dt))
+    if hit is None:
+        hit = result_dtype(what, [("f's output", out_dt), (in_name, in_dt)])
+        _DTYPES[(out_dt, in_dt)] = hit
+    return hit
+
 
 
 class _Call:
@@ -102,7 +114,7 @@ class _Call:
         return int(w) % n
 
     def dtype(self, i: int, k: int) -> np.dtype:
-        return result_dtype(self.what, [("f's output", self.out_values[i].dtype), (self.in_names[k], self.in_dtypes[k])])
+        return _pair_dtype(self.what, self.out_values[i].dtype, self.in_names[k], self.in_dtypes[k])
 
     def values(self) -> Any:
         vals = [v.copy() if not v.flags.writeable else v for v in self.out_values]
@@ -144,7 +156,7 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> A
                 shape, _, _ = layout_placement(layout, node.value.shape, inputs[k].value.shape)
                 check_out(o, shape, dtypes[i][k], [n.value for n in inputs])
     if all(v.size == 1 for v in call.out_values):
-        finals, arrays = _reverse_finals(call, layout, dtypes, nt)
+        flat_res = write_finals(_reverse_finals(call, layout, dtypes, nt), outs_flat, nt)
     else:  # forward accumulation of terms, replayed from a recorded program when the tape repeats
         key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)))
         prog = _PROGRAMS.get(key)
@@ -155,32 +167,24 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> A
                 _PROGRAMS.popitem(last=False)
         else:
             _PROGRAMS.move_to_end(key)
-        finals, arrays = prog.finals, prog.factor_arrays(call.trace)
-    res = [
-        [finals[i][k].write(arrays[i][k], outs_flat[i * nin + k], nt) for k in range(nin)] for i in range(nout)
-    ]
+        flat_res = prog.run(call.trace, outs_flat, nt)
+    res = [[flat_res[i * nin + k] for k in range(nin)] for i in range(nout)]
     return call.shape_result(res)
 
 
-def _reverse_finals(
-    call: _Call, layout: str, dtypes: list[list[np.dtype]], nt: int
-) -> tuple[list[list[Final]], list[list[list[np.ndarray]]]]:
-    """Size-1 outputs: reverse accumulation (one backward sweep per output), then one expand pass."""
+def _reverse_finals(call: _Call, layout: str, dtypes: list[list[np.dtype]], nt: int) -> list[Final]:
+    """Size-1 outputs: reverse accumulation (one backward sweep per output), then one expand pass each."""
     alg = Algebra()
-    finals, arrays = [], []
+    finals = []
     for i, node in enumerate(call.out_nodes):
         dt = np.result_type(*dtypes[i])
         cot = np.ones((1, *node.value.shape), dtype=dt)
         grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, nt)
-        frow, arow = [], []
         for k, g in enumerate(grads):
             terms = [] if g is None else [_gradient_term(alg, g[0], node.value.shape)]
-            fin = finalize(alg, terms, node.value.shape, call.trace.inputs[k].value.shape, layout, dtypes[i][k])
-            frow.append(fin)
-            arow.append(fin.first or [])
-        finals.append(frow)
-        arrays.append(arow)
-    return finals, arrays
+            finals.append(finalize(alg, terms, node.value.shape, call.trace.inputs[k].value.shape, layout,
+                                   dtypes[i][k]))
+    return finals
 
 
 def _gradient_term(alg: Algebra, g: np.ndarray, out_shape: tuple[int, ...]) -> Term:

@@ -20,7 +20,7 @@ from ._ad import apply_deriv
 from ._terms import Algebra, Final, Program, Term, compose, finalize, identity, merge, rule_terms
 from ._trace import Node, Trace
 
-__all__ = ["JacobianProgram", "forward", "forward_terms", "needed", "reverse", "signature"]
+__all__ = ["JacobianProgram", "forward", "forward_terms", "needed", "reverse", "signature", "write_finals"]
 
 
 def needed(trace: Trace, outs: Sequence[Node]) -> tuple[set[int], dict[int, int]]:
@@ -170,33 +170,51 @@ class JacobianProgram:
         alg = Algebra()
         sources: list[tuple[int, int]] = []
         per_out = forward_terms(trace, outs, inputs, alg, sources)
+        taken: set[int] = set()
         finals = [
             [
-                finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k])
+                finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k], taken)
                 for k, n in enumerate(inputs)
             ]
             for i, o in enumerate(outs)
         ]
         return cls(alg.prog, sources, finals)
 
-    def factor_arrays(self, trace: Trace) -> list[list[list[np.ndarray]]]:
-        """The final factor arrays of every Jacobian, for this tape's values."""
-        if all(f.first is not None for row in self.finals for f in row):
-            res = [[f.first for f in row] for row in self.finals]
-            for row in self.finals:
-                for f in row:
-                    f.first = None
-            return res  # type: ignore[return-value]
+    def run(self, trace: Trace, outs: Sequence[np.ndarray | None], nt: int) -> list[np.ndarray]:
+        """Every Jacobian of this tape, written into ``outs`` (flattened over outputs x inputs) or new arrays."""
+        return write_finals([f for row in self.finals for f in row], outs, nt, self.prog, self.sources, trace)
+
+
+def write_finals(
+    finals: Sequence[Final], outs: Sequence[np.ndarray | None], nt: int, prog: Program | None = None,
+    sources: Sequence[tuple[int, int]] = (), trace: Trace | None = None,
+) -> list[np.ndarray]:
+    """Run the program (or use the recording's arrays) and write every Jacobian."""
+    Rs = [f.allocate(o) for f, o in zip(finals, outs)]
+    if all(f.first is not None for f in finals):  # the recording run: its arrays are at hand
+        arrays = [f.first for f in finals]
+        for f, R in zip(finals, Rs):
+            if f.direct is not None:
+                assert R is not None and f.first_direct is not None
+                np.copyto(f.view(R), f.first_direct, casting="unsafe")
+            f.first = f.first_direct = None
+    else:
+        assert prog is not None and trace is not None
         leaves: list[np.ndarray] = []
         nodes = trace.nodes
-        for ni, argpos in self.sources:
+        for ni, argpos in sources:
             node = nodes[ni]
             assert node.op is not None
             d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
-            leaves.extend(d.eval_factors(node.args, node.value))
-        want = [r for row in self.finals for f in row for r in f.regs]
-        arrays = iter(self.prog.replay(leaves, want))
-        return [[[next(arrays) for _ in f.regs] for f in row] for row in self.finals]
+            if d.uses_value:
+                leaves.extend(d.factors(*node.args, value=node.value))
+            else:
+                leaves.extend(d.factors(*node.args))
+        dest = {f.direct[0]: f.view(R) for f, R in zip(finals, Rs) if f.direct is not None and R is not None}
+        want = [r for f in finals for r in f.regs]
+        flat = iter(prog.replay(leaves, want, dest))
+        arrays = [[next(flat) for _ in f.regs] for f in finals]
+    return [f.write(a, R, nt) for f, a, R in zip(finals, arrays, Rs)]  # type: ignore[arg-type]
 
 
 def _freeze(v: object) -> object:
@@ -218,23 +236,32 @@ def _freeze(v: object) -> object:
 
 def _argsig(a: object) -> object:
     if isinstance(a, np.ndarray):
-        return (a.shape, a.dtype.str)
+        return (a.shape, a.dtype)
     if isinstance(a, (bool, int, float, complex)):
-        return type(a).__name__
+        return type(a)
     b = np.asarray(a)
-    return (b.shape, b.dtype.str)
+    return (b.shape, b.dtype)
+
+
+def _params_key(params: dict) -> object:
+    if not params:
+        return ()
+    key = tuple(params.items())
+    try:
+        hash(key)
+    except TypeError:
+        return _freeze(params)
+    return key
 
 
 def signature(trace: Trace, outs: Sequence[Node], inputs: Sequence[Node]) -> tuple:
     """Everything the symbolic derivation depends on: ops, parameters, shapes, dtypes and wiring."""
+    nodes = []
+    for n in trace.nodes:
+        nodes.append((n.op, _params_key(n.params), tuple([_argsig(a) for a in n.args]), n.value.shape,
+                      n.value.dtype, tuple([(p, par.index) for p, par in n.parents])))
     return (
-        tuple(
-            (
-                n.op, _freeze(n.params), tuple(_argsig(a) for a in n.args), n.value.shape, n.value.dtype.str,
-                tuple((p, par.index) for p, par in n.parents),
-            )
-            for n in trace.nodes
-        ),
-        tuple(n.index for n in inputs),
-        tuple((o.index, o.live, o.value.shape, o.value.dtype.str) for o in outs),
+        tuple(nodes),
+        tuple([n.index for n in inputs]),
+        tuple([(o.index, o.live, o.value.shape, o.value.dtype) for o in outs]),
     )

@@ -38,7 +38,7 @@ import numpy as np
 from . import _config
 from ._deriv import Deriv
 from ._expand import expand_plan
-from ._layout import prod
+from ._layout import layout_placement, prod
 
 __all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "identity", "merge", "rule_terms"]
 
@@ -50,6 +50,8 @@ _EINSUM_DIRECT_MAX = 4096
 _MERGE_SMALL = 1 << 16
 _MERGE_GROWTH = 4
 _PLAN_CACHE_MAX = 256
+# Results smaller than this many entries are not worth a direct write (plan and view overheads).
+_DIRECT_MIN = 1 << 14
 
 Axes = tuple[tuple[int, ...], ...]
 Factor = tuple["F", tuple[int, ...]]
@@ -118,7 +120,16 @@ class Program:
     def astype(self, h: F, dtype: np.dtype) -> F:
         return self._emit(_astype, (h,), h.a.astype(dtype), dtype=dtype)
 
-    def replay(self, leaves: Sequence[Any], want: Sequence[int]) -> list[np.ndarray]:
+    def stack(self, hs: Sequence[F], axis: int) -> F:
+        return self._emit(_stack, tuple(hs), np.stack([h.a for h in hs], axis=axis), axis=axis)
+
+    def matmul(self, a: F, b: F) -> F:
+        return self._emit(_matmul, (a, b), np.matmul(a.a, b.a))
+
+    def replay(
+        self, leaves: Sequence[Any], want: Sequence[int], outs: dict[int, np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """Run the program on new leaves; registers in ``outs`` are computed into the given arrays."""
         if self.peak > _config.get_memory_budget():
             _check_alloc(self.peak, np.int8, "intermediate Jacobian factor")
         regs: list[Any] = [None] * len(self.ins)
@@ -127,6 +138,13 @@ class Program:
                 regs[i] = np.asarray(leaves[st["k"]])
             elif fn is _CONST:
                 regs[i] = st["v"]
+            elif outs is not None and i in outs:
+                dest = outs[i]
+                if fn in _OUT_CAPABLE:
+                    fn(*[regs[j] for j in args], **st, out=dest)
+                else:
+                    np.copyto(dest, fn(*[regs[j] for j in args], **st))
+                regs[i] = dest
             else:
                 regs[i] = fn(*[regs[j] for j in args], **st)
         return [regs[r] for r in want]
@@ -174,16 +192,32 @@ def _broadcast(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(a, shape)
 
 
-def _einsum_op(*arrays: np.ndarray, subs: str, path: Any) -> np.ndarray:
-    return np.einsum(subs, *arrays, optimize=path)
+def _einsum_op(*arrays: np.ndarray, subs: str, path: Any, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return np.einsum(subs, *arrays, optimize=path)
+    return np.einsum(subs, *arrays, optimize=path, out=out)
 
 
-def _scale(a: np.ndarray, c: Any) -> np.ndarray:
-    return a * c
+def _scale(a: np.ndarray, c: Any, out: np.ndarray | None = None) -> np.ndarray:
+    return np.multiply(a, c, out=out)
 
 
-def _astype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    return a.astype(dtype)
+def _astype(a: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return a.astype(dtype)
+    np.copyto(out, a, casting="unsafe")
+    return out
+
+
+def _stack(*arrays: np.ndarray, axis: int) -> np.ndarray:
+    return np.stack(arrays, axis=axis)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.matmul(a, b, out=out)
+
+
+_OUT_CAPABLE = {np.multiply, np.add, _einsum_op, _scale, _astype}
 
 
 class Algebra:
@@ -560,6 +594,10 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
                 continue
         dtype = np.result_type(*[a.a for t, _ in members for a, _ in t.facs], *[t.coef for t, _ in members])
         _check_alloc(n, dtype, "Jacobian term")
+        gemm = _low_rank(alg, base, members, renames, U, dtype)
+        if gemm is not None:
+            out.append(Term(1, base.out, base.inp, [gemm]))
+            continue
         acc: F | None = None
         for (t, _), rn in zip(members, renames):
             d = _dense(alg, t, rn, U, dtype)
@@ -567,6 +605,63 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
         assert acc is not None
         out.append(Term(1, base.out, base.inp, [(acc, U)]))
     return out
+
+
+def _low_rank(
+    alg: Algebra, base: Term, members: list[tuple[Term, dict[int, int]]], renames: list[dict[int, int]],
+    U: tuple[int, ...], dtype: np.dtype,
+) -> Factor | None:
+    """Like terms that are sums of outer products, ``sum_t a_t[P] b_t[Q]``, as one GEMM ``A @ B.T``.
+
+    P are the letters of U on the output's axes, Q the rest.  Returns None
+    unless every term separates into factors over P and over Q (then the sum
+    is written in one pass, instead of densifying and adding term by term).
+    """
+    on_out = {c for g in base.out for c in g}
+    P = tuple(c for c in U if c in on_out)
+    Q = tuple(c for c in U if c not in on_out)
+    if not P or not Q or len(members) < 2:
+        return None
+    sides: list[tuple[list[Factor], list[Factor], complex]] = []
+    for (t, _), rn in zip(members, renames):
+        fp, fq = [], []
+        for a, ls in t.facs:
+            ls2 = tuple(rn[c] for c in ls)
+            if set(ls2) <= set(P):
+                fp.append((a, ls2))
+            elif set(ls2) <= set(Q):
+                fq.append((a, ls2))
+            else:
+                return None
+        sides.append((fp, fq, t.coef))
+    np_, nq = alg.size(P), alg.size(Q)
+    cols_a: list[F] = []
+    cols_b: list[F] = []
+    for fp, fq, coef in sides:
+        for fs, letters, n, cols in ((fp, P, np_, cols_a), (fq, Q, nq, cols_b)):
+            if not fs:
+                v = alg.prog.const(np.ones(n, dtype=dtype))
+            else:
+                present = tuple(c for c in letters if any(c in ls for _, ls in fs))
+                arr = fs[0][0] if len(fs) == 1 and fs[0][1] == present else _einsum(alg, fs, present)
+                arr = _align(alg, arr, present, letters)
+                if arr.shape != tuple(alg.sizes[c] for c in letters):
+                    arr = alg.prog.broadcast(arr, [alg.sizes[c] for c in letters])
+                v = alg.prog.reshape(arr, (n,))
+            cols.append(v)
+        if coef != 1:
+            cols_a[-1] = alg.prog.scale(cols_a[-1], _coef_scalar(coef, dtype))
+    A = alg.prog.stack(cols_a, axis=1)
+    B = alg.prog.stack(cols_b, axis=0)
+    A = alg.prog.reshape(A, [alg.sizes[c] for c in P] + [len(sides)])
+    B = alg.prog.reshape(B, [len(sides)] + [alg.sizes[c] for c in Q])
+    # sum over the few terms r in one pass over the result; einsum's own loop (not a threaded BLAS GEMM,
+    # whose start-up dominates at this tiny inner size) writes it, directly into the result when possible
+    ch = _EINSUM_CHARS
+    pl, ql = ch[: len(P)], ch[len(P) : len(P) + len(Q)]
+    r = ch[len(P) + len(Q)]
+    M = alg.prog.einsum(f"{pl}{r},{r}{ql}->{pl}{ql}", [A, B], optimize=False)
+    return M, P + Q
 
 
 # ----------------------------------------------------------------------------- materialization
@@ -601,22 +696,84 @@ def is_diagonal(t: Term) -> bool:
 
 
 class Final:
-    """A Jacobian ready to be written: the expand plan, its factor registers, shape and dtype."""
+    """A Jacobian ready to be written.
 
-    __slots__ = ("core", "dtype", "first", "regs", "shape")
+    ``direct`` (optional) is a dense factor covering every entry, computed by the
+    program straight into a strided view of the result (no copy); ``core`` is the
+    expand plan of the other terms, run in accumulate mode after it (or alone,
+    writing, when there is no direct factor); ``regs`` are its factor registers.
+    """
+
+    __slots__ = ("core", "direct", "dtype", "first", "first_direct", "regs", "shape")
 
     def __init__(self, core: Any, regs: list[int], shape: tuple[int, ...], dtype: np.dtype,
-                 first: list[np.ndarray]) -> None:
+                 first: list[np.ndarray], direct: tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]] | None,
+                 first_direct: np.ndarray | None) -> None:
         self.core = core
         self.regs = regs
         self.shape = shape
         self.dtype = dtype
         self.first: list[np.ndarray] | None = first  # the factor arrays of the recording run
+        self.direct = direct  # (register, factor shape, ((dim, mult) per factor axis))
+        self.first_direct = first_direct
 
-    def write(self, arrays: Sequence[np.ndarray], out: np.ndarray | None, num_threads: int) -> np.ndarray:
+    def allocate(self, out: np.ndarray | None) -> np.ndarray | None:
+        """The result array when the program writes into it (a direct factor), else None (the plan allocates)."""
+        if self.direct is None:
+            return out
         if out is None:
             _config.check_budget(self.shape, self.dtype.itemsize)
-        return self.core(out, list(arrays), num_threads)
+            out = np.empty(self.shape, self.dtype)
+        return out
+
+    def view(self, R: np.ndarray) -> np.ndarray:
+        """The direct factor's place in the result R: one strided view."""
+        assert self.direct is not None
+        _, fshape, binds = self.direct
+        return np.lib.stride_tricks.as_strided(R, fshape, [m * R.strides[d] for d, m in binds], writeable=True)
+
+    def write(self, arrays: Sequence[np.ndarray], R: np.ndarray | None, num_threads: int) -> np.ndarray:
+        if self.direct is not None:
+            assert R is not None
+            if self.core is None:
+                return R
+            return self.core(R, list(arrays), num_threads, True)
+        if R is None:
+            _config.check_budget(self.shape, self.dtype.itemsize)
+        return self.core(R, list(arrays), num_threads)
+
+
+def _bindings(t: Term, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...],
+              sizes: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
+    """Each letter's (result dimension, multiplier) places in ``layout`` (as the expand plan binds them)."""
+    _, out_place, in_place = layout_placement(layout, out_shape, in_shape)
+    bind: dict[int, list[tuple[int, int]]] = {}
+    for axes, places in ((t.out, out_place), (t.inp, in_place)):
+        for ax, place in zip(axes, places):
+            if place is None:
+                continue
+            dim, mult = place
+            for c in reversed(ax):
+                bind.setdefault(c, []).append((dim, mult))
+                mult *= sizes[c]
+    return bind
+
+
+def _direct_candidate(alg: Algebra, terms: list[Term], layout: str, out_shape: tuple[int, ...],
+                      in_shape: tuple[int, ...]) -> int | None:
+    """Index of a term whose one factor covers every entry of the result once (no delta), if any."""
+    if layout == "diagonal" or prod(out_shape) * prod(in_shape) < _DIRECT_MIN:
+        return None
+    for i, t in enumerate(terms):
+        if len(t.facs) != 1:
+            continue
+        letters = [c for g in itertools.chain(t.out, t.inp) for c in g]
+        if len(set(letters)) != len(letters) or set(t.facs[0][1]) != set(letters):
+            continue
+        if len(t.facs[0][1]) != len(letters):
+            continue
+        return i
+    return None
 
 
 def finalize(
@@ -626,14 +783,36 @@ def finalize(
     in_shape: tuple[int, ...],
     layout: str,
     dtype: np.dtype,
+    taken: set[int] | None = None,
 ) -> Final:
-    """Merge the final terms and build (or fetch) the expand plan writing them into ``layout``."""
+    """Merge the final terms and build (or fetch) the expand plan writing them into ``layout``.
+
+    ``taken`` collects the registers already written directly into some result
+    (a register can be the direct factor of one result only).
+    """
     terms = merge(alg, terms, final=True)
     if layout == "diagonal" and not all(is_diagonal(t) for t in terms):
         raise ValueError(
             "layout='diagonal' needs an elementwise Jacobian (output and input of the same shape, "
             "each output entry depending only on the same input entry); this function's is not"
         )
+    direct = None
+    first_direct = None
+    d = _direct_candidate(alg, terms, layout, out_shape, in_shape)
+    if d is not None and any(f.r == terms[d].facs[0][0].r for j, t in enumerate(terms) if j != d for f, _ in t.facs):
+        d = None  # the dense factor is also read by another term, which accumulates into the result
+    if d is not None:
+        t = terms[d]
+        coef, facs = _fold_coef(alg, t, dtype)
+        (a, ls), = facs
+        h = a if a.dtype == dtype else alg.prog.astype(a, dtype)
+        bind = _bindings(t, layout, out_shape, in_shape, alg.sizes)
+        if taken is None or h.r not in taken:
+            direct = (h.r, tuple(h.shape), tuple(bind[c][0] for c in ls))
+            first_direct = h.a
+            terms = terms[:d] + terms[d + 1 :]
+            if taken is not None:
+                taken.add(h.r)
     specs = []
     regs: list[int] = []
     first: list[np.ndarray] = []
@@ -649,12 +828,15 @@ def finalize(
             h = a if a.dtype == dtype else alg.prog.astype(a, dtype)
             regs.append(h.r)
             first.append(h.a)
-    k = tuple(key)
-    hit = _PLANS.get(k)
-    if hit is None:
-        hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype)
-        if len(_PLANS) > _PLAN_CACHE_MAX:
-            _PLANS.clear()
-        _PLANS[k] = hit
-    shape, core = hit
-    return Final(core, regs, shape, dtype, first)
+    core = None
+    if direct is None or specs:
+        k = tuple(key)
+        hit = _PLANS.get(k)
+        if hit is None:
+            hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype)
+            if len(_PLANS) > _PLAN_CACHE_MAX:
+                _PLANS.clear()
+            _PLANS[k] = hit
+        core = hit[1]
+    shape, _, _ = layout_placement(layout, out_shape, in_shape)
+    return Final(core, regs, shape, dtype, first, direct, first_direct)

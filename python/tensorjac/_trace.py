@@ -131,19 +131,25 @@ def _common_trace(args: Sequence[Any]) -> Trace:
 
 def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
     """Record ``op(*args, **params)`` on the tape of the traced arguments."""
-    trace = _common_trace(args)
+    trace = None
     vals = []
     parents = []
     for i, a in enumerate(args):
         if isinstance(a, Tracer):
+            if trace is None:
+                trace = a._trace
+            elif a._trace is not trace:
+                _common_trace(args)  # raises the mixing error
             n = a._get()
             vals.append(n.value)
             if n.live:
                 parents.append((i, n))
         else:
             vals.append(a)
-    params = op.normalize([np.shape(v) for v in vals], params)
-    value = np.asarray(op.value(vals, params))
+    assert trace is not None
+    if op.params:
+        params = op.normalize([np.shape(v) for v in vals], params)
+    value = np.asarray(op._value(*vals, **params))
     if value.dtype.kind not in "fc" and parents:
         # e.g. an integer-valued rule; keep floats so that derivatives have a dtype
         value = value.astype(np.float64)
@@ -297,7 +303,10 @@ class Tracer:
         if method == "__call__":
             op = UFUNCS.get(ufunc)
             if op is not None:
-                _check_ufunc_kwargs(ufunc, kwargs)
+                if kwargs:
+                    _check_ufunc_kwargs(ufunc, kwargs)
+                if len(inputs) == op._nargs and not op.params:
+                    return apply(op, inputs, {})
                 return op(*inputs)
             handler = NUMPY.get(ufunc)
             if handler is not None:
@@ -331,6 +340,8 @@ class Tracer:
                 return func(*_unwrap(args), **_unwrap(kwargs))
             raise unsupported(_fname(func))
         if isinstance(handler, Op):
+            if not kwargs and len(args) == handler._nargs and not handler.params:
+                return apply(handler, args, {})  # the common positional call, no binding needed
             arrays, params = handler.bind(tuple(args), dict(kwargs), numpy=True)
             return handler(*arrays, **params)
         return handler(*args, **kwargs)

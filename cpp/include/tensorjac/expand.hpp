@@ -339,18 +339,34 @@ std::int64_t term_extent(const Term<T>& t) {
 // writes the output in one pass; otherwise it is zero-filled first.
 // Later terms accumulate in a fixed order, so results do not depend on the
 // thread count.
+// How expand treats what is already in the output:
+//   write      -- overwrite it: zero-fill first unless the first term covers every element;
+//   zeroed     -- the caller guarantees it is all zeros (e.g. fresh calloc'ed pages, which the OS
+//                 maps lazily: a sparse Jacobian then never touches most of its memory);
+//   accumulate -- add every term to the existing contents.
+enum class ExpandMode { write, zeroed, accumulate };
+
 template <class T>
 void expand(T* out, const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
-            const std::vector<Term<T>>& terms, int nthreads) {
+            const std::vector<Term<T>>& terms, int nthreads, ExpandMode mode = ExpandMode::write) {
     if (shape.size() != strides.size()) throw std::invalid_argument("expand: shape/strides length mismatch");
     std::int64_t total = 1;
     for (auto s : shape) total = checked_mul(total, s);
     if (total == 0) return;
-    if (terms.empty() || term_extent(terms[0]) != total) fill(out, shape, strides, T(0), nthreads);
+    if (mode == ExpandMode::write && (terms.empty() || term_extent(terms[0]) != total))
+        fill(out, shape, strides, T(0), nthreads);
     for (std::size_t t = 0; t < terms.size(); ++t) {
-        if (t == 0) detail::run_term<false>(out, terms[t], nthreads);
+        if (t == 0 && mode != ExpandMode::accumulate) detail::run_term<false>(out, terms[t], nthreads);
         else detail::run_term<true>(out, terms[t], nthreads);
     }
+}
+
+// True when the first term alone writes every element (then no zero-fill is needed).
+template <class T>
+bool first_term_covers(const std::vector<std::int64_t>& shape, const std::vector<Term<T>>& terms) {
+    std::int64_t total = 1;
+    for (auto s : shape) total = checked_mul(total, s);
+    return !terms.empty() && term_extent(terms[0]) == total;
 }
 
 }  // namespace tensorjac
