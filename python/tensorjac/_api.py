@@ -269,7 +269,17 @@ def value_and_jacobian(
 ) -> tuple[Any, Any]:
     """``(f(*args), jacobian(f, *args, ...))`` from a single evaluation of ``f``.
 
-    Takes the same arguments as :func:`jacobian`.
+    Parameters
+    ----------
+    f, *args, wrt, layout, out, num_threads, **kwargs
+        As for :func:`jacobian`.
+
+    Returns
+    -------
+    value : ndarray or tuple
+        ``f(*args)`` as plain numpy arrays (a tuple for a tuple-valued ``f``).
+    jacobian : ndarray or tuple
+        As :func:`jacobian` returns it.
 
     Examples
     --------
@@ -294,6 +304,28 @@ def grad(f: Any, *args: Any, wrt: Any = 0, num_threads: int | None = None, **kwa
     entry).  The gradient costs a small multiple of one evaluation of ``f``
     (reverse accumulation).  For complex ``f`` it is the holomorphic
     derivative, not conjugated.
+
+    Parameters
+    ----------
+    f : tensorjac op or callable
+        A function with one scalar output (see :func:`jacobian` for what it
+        may contain).
+    *args, **kwargs
+        The arguments of ``f``; those not named in ``wrt`` are constants.
+    wrt : int, str or tuple, default 0
+        The argument(s) to differentiate: position(s) or name(s).
+    num_threads : int, optional
+        Threads of the C++ kernels for this call.
+
+    Returns
+    -------
+    ndarray, or a tuple of them for a tuple ``wrt``
+        The gradient, with the shape of the argument (the "gradient" layout).
+
+    Raises
+    ------
+    ValueError
+        If ``f`` returns more than one value; use :func:`jacobian` or :func:`vjp`.
 
     Examples
     --------
@@ -345,6 +377,24 @@ def vjp(f: Any, *args: Any, cotangent: Any, wrt: Any = 0, num_threads: int | Non
     ``f`` pass a tuple of cotangents (same batch shape); a tuple ``wrt`` gives a
     tuple of results.  Complex results use the plain transpose (no conjugation).
 
+    Parameters
+    ----------
+    f : tensorjac op or callable
+        As for :func:`jacobian`.
+    *args, **kwargs
+        The arguments of ``f``; those not named in ``wrt`` are constants.
+    cotangent : array_like, or a tuple of them for a tuple-valued ``f``
+        Shape ``(*batch, *out.shape)``; keyword only.
+    wrt : int, str or tuple, default 0
+        The argument(s) to differentiate: position(s) or name(s).
+    num_threads : int, optional
+        Threads of the C++ kernels for this call.
+
+    Returns
+    -------
+    ndarray, or a tuple of them for a tuple ``wrt``
+        Shape ``(*batch, *args[wrt].shape)``.
+
     Examples
     --------
     >>> import numpy as np, tensorjac as tj
@@ -394,6 +444,24 @@ def jvp(f: Any, *args: Any, tangent: Any, wrt: Any = 0, num_threads: int | None 
     ``(*batch, *out.shape)``: ``res[b, m...] = sum_n J[m..., n...] tangent[b, n...]``.
     For a tuple ``wrt`` pass a tuple of tangents (same batch shape): the result
     is the total directional derivative.  A tuple-valued ``f`` gives a tuple.
+
+    Parameters
+    ----------
+    f : tensorjac op or callable
+        As for :func:`jacobian`.
+    *args, **kwargs
+        The arguments of ``f``; those not named in ``wrt`` are constants.
+    tangent : array_like, or a tuple of them for a tuple ``wrt``
+        Shape ``(*batch, *args[wrt].shape)``; keyword only.
+    wrt : int, str or tuple, default 0
+        The argument(s) to differentiate: position(s) or name(s).
+    num_threads : int, optional
+        Threads of the C++ kernels for this call.
+
+    Returns
+    -------
+    ndarray, or a tuple of them for a tuple-valued ``f``
+        Shape ``(*batch, *out.shape)``.
 
     Examples
     --------
