@@ -51,10 +51,14 @@ def user_module(tmp_path, monkeypatch):
 def test_selfcheck_is_the_default(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
+    from tensorjac._examples import COMPOSITES
+
     for name in tj.CATALOGUE:
-        assert f"\n{name} " in out
-    n = sum(len(op.argnames) for op in tj.CATALOGUE.values())
-    assert f"{n} of {n} closed-form Jacobians agree with tj.fd.jacobian" in out
+        assert f"\nop     {name} " in out
+    for name in COMPOSITES:
+        assert f"\nnumpy  {name} " in out
+    n = sum(len(op.argnames) for op in tj.CATALOGUE.values()) + sum(len(c.wrt) for c in COMPOSITES.values())
+    assert f"{n} of {n} exact Jacobians (closed-form ops and numpy composites) agree with tj.fd.jacobian" in out
     assert "FAIL" not in out
     assert main(["selfcheck", "--seed", "3"]) == 0
 

@@ -4,6 +4,8 @@
 // term list with every variable bound to (output dim, multiplier) pairs.  Each
 // call then only resolves strides of the actual output and factor arrays.
 #include "common.hpp"
+
+#include <cmath>
 #include "tensorjac/expand.hpp"
 
 namespace tjb {
@@ -26,6 +28,33 @@ struct TermSpec {
     std::vector<Binding> out;
     std::vector<FactorRef> factors;
 };
+
+template <class T>
+bool finite_value(T v) {
+    if constexpr (std::is_floating_point_v<T>) return std::isfinite(v);
+    else return std::isfinite(v.real()) && std::isfinite(v.imag());
+}
+
+// True when every element of a (strided) factor array is finite.
+template <class T>
+bool all_finite(const py::array_t<T>& a) {
+    const auto nd = a.ndim();
+    const T* base = a.data();
+    if (a.size() == 0) return true;
+    std::vector<i64> idx(nd, 0);
+    const auto str = elem_strides(a);
+    i64 off = 0;
+    for (i64 n = 0, total = a.size(); n < total; ++n) {
+        if (!finite_value(base[off])) return false;
+        for (auto d = nd - 1; d >= 0; --d) {  // odometer
+            off += str[d];
+            if (++idx[d] < a.shape(d)) break;
+            off -= str[d] * a.shape(d);
+            idx[d] = 0;
+        }
+    }
+    return true;
+}
 
 class ExpandPlan {
 public:
@@ -76,15 +105,25 @@ public:
         if (!specs_.empty())
             for (auto s : specs_[0].size) first = tensorjac::checked_mul(first, s);
         covers_ = !specs_.empty() && first == total;
+        nbytes_ = tensorjac::checked_mul(total, static_cast<i64>(dtype_.itemsize()));
     }
 
     // Writes the Jacobian into `out` (allocated here when None) and returns it; with
     // accumulate=True, adds it to the contents of `out` instead.
-    py::array call(const py::object& out_obj, const py::sequence& factors, i64 num_threads,
+    py::tuple call(const py::object& out_obj, const py::sequence& factors, i64 num_threads,
                    bool accumulate) const {
+        py::array res = call_array(out_obj, factors, num_threads, accumulate);
+        return py::make_tuple(res, finite_);
+    }
+
+    py::array call_array(const py::object& out_obj, const py::sequence& factors, i64 num_threads,
+                         bool accumulate) const {
         if (out_obj.is_none()) {
             if (accumulate) throw py::value_error("accumulate=True needs an out array");
-            if (covers_) {
+            // Lazily zeroed pages pay off for sparse results of moderate size; a large result is
+            // zero-filled by the (threaded, interruptible) kernel instead, since the OS zeroes the pages
+            // a scattered structure touches in page faults that Ctrl-C cannot stop.
+            if (covers_ || nbytes_ > kLazyZeroMax) {
                 py::array out(dtype_, shape_);
                 run(out, factors, num_threads, tensorjac::ExpandMode::write);
                 return out;
@@ -166,6 +205,14 @@ public:
                 }
                 terms.push_back(std::move(term));
             }
+            // The package's non-finite policy: warn when a factor (hence, possibly, the result) is not
+            // finite.  Factors are small next to the result, so the scan is cheap.
+            bool finite = true;
+            for (const auto& a : arrs) {
+                finite = all_finite<T>(a);
+                if (!finite) break;
+            }
+            finite_ = finite;
             T* data = static_cast<T*>(out.mutable_data());
             const int nt = resolve_threads(num_threads);
             // Interruptible: on Ctrl-C `out` is left partly written (a fresh result is dropped).
@@ -181,6 +228,9 @@ private:
     std::vector<TermSpec> specs_;
     std::vector<std::vector<i64>> reach_;
     bool covers_ = false;
+    i64 nbytes_ = 0;
+    static constexpr i64 kLazyZeroMax = i64(64) << 20;
+    mutable bool finite_ = true;  // were the factors of the last call all finite? (read right after it, GIL held)
 };
 
 }  // namespace
@@ -191,8 +241,8 @@ void bind_expand(py::module_& m) {
              py::arg("shape"), py::arg("nslots"), py::arg("dtype"))
         .def("__call__", &ExpandPlan::call, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0,
              py::arg("accumulate") = false,
-             "Write the Jacobian into out (or a new array when out is None) and return it; "
-             "accumulate=True adds it to out instead.");
+             "Write the Jacobian into out (or a new array when out is None); accumulate=True adds it to "
+             "out instead.  Returns (result, whether every factor was finite).");
 }
 
 }  // namespace tjb

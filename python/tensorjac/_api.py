@@ -354,7 +354,13 @@ def grad(f: Any, *args: Any, wrt: Any = 0, num_threads: int | None = None, **kwa
     for k, g in enumerate(grads):
         shape = call.trace.inputs[k].value.shape
         res.append(np.zeros(shape, dts[k]) if g is None else g.reshape(shape).astype(dts[k], copy=False))
+    _check_finite("tj.grad", res)
     return tuple(res) if call.tuple_wrt else res[0]
+
+
+def _check_finite(what: str, arrays: list[np.ndarray]) -> None:
+    if not all(np.isfinite(a).all() for a in arrays):
+        _config.warn_nonfinite(what, stacklevel=4)
 
 
 def _batch_of(what: str, name: str, V: np.ndarray, shape: tuple[int, ...], side: str) -> tuple[int, ...]:
@@ -434,6 +440,7 @@ def vjp(f: Any, *args: Any, cotangent: Any, wrt: Any = 0, num_threads: int | Non
         r = np.zeros((nb, *shape), dt) if g is None else g
         r = r.reshape(batch + shape)
         res.append(r.copy() if any(np.may_share_memory(r, a) for a in arrs) else r)
+    _check_finite("tj.vjp", res)
     return tuple(res) if call.tuple_wrt else res[0]
 
 
@@ -499,4 +506,5 @@ def jvp(f: Any, *args: Any, tangent: Any, wrt: Any = 0, num_threads: int | None 
         r = np.zeros((nb, *shape), dt) if r is None else r.astype(dt, copy=False)
         r = r.reshape(batch + shape)
         res.append(r.copy() if any(np.may_share_memory(r, t) for t in tans) else r)
+    _check_finite("tj.jvp", res)
     return tuple(res) if call.tuple_out else res[0]

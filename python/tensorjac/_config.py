@@ -12,6 +12,7 @@ from . import _core
 
 __all__ = [
     "JacobianTooLargeError",
+    "NonFiniteWarning",
     "get_memory_budget",
     "get_num_threads",
     "set_memory_budget",
@@ -20,6 +21,38 @@ __all__ = [
 
 MEMORY_BUDGET_ENV = "TENSORJAC_MEMORY_BUDGET"
 _GIB = 1 << 30
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """A derivative has inf or NaN entries.
+
+    One policy for the whole package: results follow IEEE arithmetic, as numpy
+    does (nothing is raised and nothing is replaced), and every derivative
+    function -- :func:`tensorjac.jacobian`, ``grad``, ``vjp``, ``jvp`` and
+    ``tj.fd.*`` -- emits this warning when its result may hold non-finite
+    entries.  The exact paths check the factors of the result's terms (cheap:
+    they are small), so they warn exactly when an input, a value of ``f`` or a
+    derivative of one of its steps is not finite; a product of finite factors
+    that overflows is not reported.  Finite differences check their result.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, tensorjac as tj
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     J = tj.jacobian(tj.log, np.array([0.0, 1.0]), layout="diagonal")
+    >>> J, w[-1].category.__name__
+    (array([inf,  1.]), 'NonFiniteWarning')
+    """
+
+
+def warn_nonfinite(what: str, stacklevel: int = 3) -> None:
+    warnings.warn(
+        f"{what}: the result has inf or NaN entries (an input, a value of the function, or one of its "
+        "derivatives is not finite there)",
+        NonFiniteWarning,
+        stacklevel=stacklevel,
+    )
 
 
 class JacobianTooLargeError(MemoryError):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._ad import apply_deriv
+from ._config import warn_nonfinite
 from ._terms import Algebra, Final, Program, Term, compose, finalize, identity, merge, rule_terms
 from ._trace import Node, Trace
 
@@ -71,7 +72,8 @@ def forward_terms(
             if not pj:
                 continue
             d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
-            facs = d.eval_factors(node.args, node.value)
+            with np.errstate(all="ignore"):  # non-finite values are reported once, when written
+                facs = d.eval_factors(node.args, node.value)
             if sources is not None:
                 sources.append((node.index, argpos))
             R = rule_terms(alg, d, facs, node.value.shape, _in_shape(node, argpos))
@@ -112,7 +114,8 @@ def reverse(
         shapes = [np.shape(a) for a in node.args]
         for argpos, parent in node.parents:
             d = node.op.deriv(argpos, shapes, node.params)
-            r = apply_deriv(d, "vjp", node.args, g, node.value.shape, shapes[argpos], dt, nt, value=node.value)
+            with np.errstate(all="ignore"):  # non-finite results are reported once by the caller
+                r = apply_deriv(d, "vjp", node.args, g, node.value.shape, shapes[argpos], dt, nt, value=node.value)
             prev = G.get(parent.index)
             G[parent.index] = r if prev is None else prev + r
     return [grads.get(n.index) for n in inputs]
@@ -139,7 +142,8 @@ def forward(
             if t is None:
                 continue
             d = node.op.deriv(argpos, shapes, node.params)
-            r = apply_deriv(d, "jvp", node.args, t, node.value.shape, shapes[argpos], dt, nt, value=node.value)
+            with np.errstate(all="ignore"):  # non-finite results are reported once by the caller
+                r = apply_deriv(d, "jvp", node.args, t, node.value.shape, shapes[argpos], dt, nt, value=node.value)
             acc = r if acc is None else acc + r
         if acc is not None:
             T[node.index] = acc
@@ -182,39 +186,53 @@ class JacobianProgram:
 
     def run(self, trace: Trace, outs: Sequence[np.ndarray | None], nt: int) -> list[np.ndarray]:
         """Every Jacobian of this tape, written into ``outs`` (flattened over outputs x inputs) or new arrays."""
-        return write_finals([f for row in self.finals for f in row], outs, nt, self.prog, self.sources, trace)
+        return write_finals([f for row in self.finals for f in row], outs, nt, self.prog, self.sources, trace,
+                            stacklevel=6)
 
 
 def write_finals(
     finals: Sequence[Final], outs: Sequence[np.ndarray | None], nt: int, prog: Program | None = None,
-    sources: Sequence[tuple[int, int]] = (), trace: Trace | None = None,
+    sources: Sequence[tuple[int, int]] = (), trace: Trace | None = None, stacklevel: int = 5,
 ) -> list[np.ndarray]:
     """Run the program (or use the recording's arrays) and write every Jacobian."""
     Rs = [f.allocate(o) for f, o in zip(finals, outs)]
+    finite = True
     if all(f.first is not None for f in finals):  # the recording run: its arrays are at hand
         arrays = [f.first for f in finals]
         for f, R in zip(finals, Rs):
             if f.direct is not None:
                 assert R is not None and f.first_direct is not None
                 np.copyto(f.view(R), f.first_direct, casting="unsafe")
+                finite = finite and bool(np.isfinite(f.first_direct).all())
             f.first = f.first_direct = None
     else:
         assert prog is not None and trace is not None
         leaves: list[np.ndarray] = []
         nodes = trace.nodes
-        for ni, argpos in sources:
-            node = nodes[ni]
-            assert node.op is not None
-            d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
-            if d.uses_value:
-                leaves.extend(d.factors(*node.args, value=node.value))
-            else:
-                leaves.extend(d.factors(*node.args))
+        with np.errstate(all="ignore"):  # non-finite values are reported once, below
+            for ni, argpos in sources:
+                node = nodes[ni]
+                assert node.op is not None
+                d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
+                if d.uses_value:
+                    leaves.extend(d.factors(*node.args, value=node.value))
+                else:
+                    leaves.extend(d.factors(*node.args))
         dest = {f.direct[0]: f.view(R) for f, R in zip(finals, Rs) if f.direct is not None and R is not None}
+        if dest:  # a direct factor is computed from the leaves: check them (they are small)
+            finite = all(bool(np.isfinite(a).all()) for a in leaves)
         want = [r for f in finals for r in f.regs]
-        flat = iter(prog.replay(leaves, want, dest))
+        with np.errstate(all="ignore"):  # non-finite values are reported once, below
+            flat = iter(prog.replay(leaves, want, dest))
         arrays = [[next(flat) for _ in f.regs] for f in finals]
-    return [f.write(a, R, nt) for f, a, R in zip(finals, arrays, Rs)]  # type: ignore[arg-type]
+    res = []
+    for f, a, R in zip(finals, arrays, Rs):
+        r, ok = f.write(a, R, nt)  # type: ignore[arg-type]
+        finite = finite and ok
+        res.append(r)
+    if not finite:
+        warn_nonfinite("tj.jacobian", stacklevel=stacklevel)
+    return res
 
 
 def _freeze(v: object) -> object:

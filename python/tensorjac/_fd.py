@@ -127,8 +127,7 @@ _NONVEC_BLOCK_ROWS = 4096
 _GIB = 1 << 30
 
 
-class NonFiniteWarning(RuntimeWarning):
-    """f returned inf or NaN: some finite-difference entries are not finite."""
+NonFiniteWarning = _config.NonFiniteWarning  # one warning class for every derivative function
 
 
 # ----------------------------------------------------------------------------- schemes

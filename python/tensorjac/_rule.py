@@ -513,9 +513,12 @@ def op_jacobian(
             _config.check_budget(plan.shape, plan.dtype.itemsize)
     else:
         check_out(out, plan.shape, plan.dtype, arrs)
-    return plan.core(  # allocates when out is None
+    res, finite = plan.core(  # allocates when out is None
         out, plan.factors(*arrs), 0 if num_threads is None else _config.resolve_threads(num_threads)
     )
+    if not finite:
+        _config.warn_nonfinite(f"tj.jacobian({op.name})", stacklevel=4)
+    return res
 
 
 def op_product(op: Op, args: tuple, kwargs: dict[str, Any], vec: Any, wrt: Any, num_threads: int | None,
@@ -557,4 +560,6 @@ def op_product(op: Op, args: tuple, kwargs: dict[str, Any], vec: Any, wrt: Any, 
     R = R.reshape(batch + dst_shape)
     if np.may_share_memory(R, V):  # e.g. transpose's VJP is a view: never alias the caller's array
         R = R.copy()
+    if not np.isfinite(R).all():
+        _config.warn_nonfinite(f"tj.{mode}({op.name})", stacklevel=4)
     return R

@@ -732,15 +732,16 @@ class Final:
         _, fshape, binds = self.direct
         return np.lib.stride_tricks.as_strided(R, fshape, [m * R.strides[d] for d, m in binds], writeable=True)
 
-    def write(self, arrays: Sequence[np.ndarray], R: np.ndarray | None, num_threads: int) -> np.ndarray:
+    def write(self, arrays: Sequence[np.ndarray], R: np.ndarray | None, num_threads: int) -> tuple[np.ndarray, bool]:
+        """The result, and whether every factor written was finite."""
         if self.direct is not None:
             assert R is not None
             if self.core is None:
-                return R
-            return self.core(R, list(arrays), num_threads, True)
+                return R, True
+            return self.core(R, list(arrays), num_threads, True)  # type: ignore[no-any-return]
         if R is None:
             _config.check_budget(self.shape, self.dtype.itemsize)
-        return self.core(R, list(arrays), num_threads)
+        return self.core(R, list(arrays), num_threads)  # type: ignore[no-any-return]
 
 
 def _bindings(t: Term, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...],
