@@ -25,7 +25,7 @@ def test_readme_examples_run():
     assert big in code and check in code
     code = code.replace(big, "pass").replace(check, "pass")
     ns: dict = {}
-    exec(compile(code, str(README), "exec"), ns)
+    exec(compile(code, str(README), "exec"), ns)  # the blocks assert their own closed forms
     # the claims the README makes in its comments
     assert ns["J"].shape == (4, 4, 4, 5)
     assert not ns["report"].passed
@@ -34,3 +34,13 @@ def test_readme_examples_run():
         tj.testing.assert_jacobian_close(ns["f"], ns["X"], ns["J"])
     with pytest.raises(tj.JacobianTooLargeError, match=r"119,209\.29 GiB"):
         tj.jacobian(tj.multiply, np.ones((2000, 2000)), np.ones((2000, 2000)))
+    assert ns["Jx"].shape == (6, 6) and ns["Jg"].shape == (6, 6)
+    np.testing.assert_allclose(np.diag(ns["Jg"]), (ns["v"] - ns["be"]) / ns["g"])  # d(g*n+b)/dg = n
+
+
+def test_readme_commands():
+    text = README.read_text()
+    assert 'pip install . && python -m tensorjac' in text
+    assert 'pip install ".[test]" && python -m pytest' in text
+    run = (README.parent / ".ci" / "run").read_text()
+    assert 'pip install ".[test]" && python -m pytest' in run
