@@ -3,9 +3,10 @@
 from . import _core, _nprules, fd, testing
 from ._ad import chain, kron_matvec
 from ._api import grad, jacobian, jvp, value_and_jacobian, vjp
-from ._check import CheckReport, JacobianMismatchError, check
+from ._check import CheckEntry, CheckReport, CheckReports, JacobianMismatchError, check
 from ._config import (
     JacobianTooLargeError,
+    NonFiniteWarning,
     get_memory_budget,
     get_num_threads,
     set_memory_budget,
@@ -19,11 +20,17 @@ from .ops import CATALOGUE
 
 del _nprules  # registers the numpy rules; not part of the namespace
 
+# public classes show as tensorjac.X in reprs and tracebacks, not as their private modules
+for _cls in (CheckEntry, CheckReport, CheckReports, JacobianMismatchError, JacobianTooLargeError, NonFiniteWarning):
+    _cls.__module__ = "tensorjac"
+del _cls
+
 __version__ = _core.__version__
 
 __all__ = sorted(
     [
-        "CATALOGUE", "LAYOUTS", "CheckReport", "Deriv", "JacobianMismatchError", "JacobianTooLargeError", "Op",
+        "CATALOGUE", "LAYOUTS", "CheckEntry", "CheckReport", "CheckReports", "Deriv", "JacobianMismatchError",
+        "JacobianTooLargeError", "NonFiniteWarning", "Op",
         "chain", "check", "fd", "get_memory_budget", "get_num_threads", "grad", "jacobian", "jvp", "kron_matvec",
         "set_memory_budget", "set_num_threads", "testing", "value_and_jacobian", "vjp",
     ]

@@ -65,7 +65,16 @@ class JacobianMismatchError(AssertionError):
 
 @dataclass(frozen=True)
 class CheckEntry:
-    """One entry ``T[out_index, in_index]`` of the compared Jacobians."""
+    """One entry ``T[out_index, in_index]`` of the compared Jacobians.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> J = np.diag([2.0, 4.0]); J[1, 1] = 5.0           # the second entry is wrong
+    >>> e = tj.check(lambda x: x**2, np.array([1.0, 2.0]), J).worst[0]
+    >>> e.out_index, e.in_index, float(e.analytic), round(float(e.numeric), 6)
+    ((1,), (1,), 5.0, 4.0)
+    """
 
     out_index: tuple[int, ...]
     in_index: tuple[int, ...]
@@ -234,6 +243,15 @@ class CheckReports(tuple):  # type: ignore[type-arg]
     """The reports of ``tj.check(..., wrt=(i, j, ...))``, one per argument.
 
     True only when every check passed (a plain tuple would always be true).
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> f = lambda a, b: a * b
+    >>> a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    >>> reps = tj.check(f, a, b, (np.diag(b), np.diag(a)), wrt=(0, 1))
+    >>> bool(reps), len(reps), reps.passed
+    (True, 2, True)
     """
 
     @property

@@ -232,6 +232,11 @@ class Op:
         # each op is an instance of its own subclass, so help(tj.<op>) shows its docs and methods
         self.__class__ = type(name, (Op,), {"__doc__": doc or Op.__doc__, "__module__": "tensorjac"})
         if register:
+            if name in REGISTRY:
+                raise ValueError(
+                    f"an op named {name!r} is already registered; choose another name, or pass register=False "
+                    "for an op that is not part of the registry"
+                )
             REGISTRY[name] = self
             for f in numpy:
                 if isinstance(f, np.ufunc):

@@ -354,7 +354,7 @@ class Tracer:
         )
 
     def __float__(self) -> float:
-        raise self._no("float()")
+        raise self._no("float() (also used when writing it into a plain numpy array, a[i] = x)")
 
     def __int__(self) -> int:
         raise self._no("int()")
