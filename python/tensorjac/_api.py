@@ -155,7 +155,7 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> A
             if o is not None:
                 shape, _, _ = layout_placement(layout, node.value.shape, inputs[k].value.shape)
                 check_out(o, shape, dtypes[i][k], [n.value for n in inputs])
-    if all(v.size == 1 for v in call.out_values):
+    if layout != "diagonal" and all(1 <= v.size <= _REVERSE_MAX_OUT for v in call.out_values):
         flat_res = write_finals(_reverse_finals(call, layout, dtypes, nt), outs_flat, nt)
     else:  # forward accumulation of terms, replayed from a recorded program when the tape repeats
         key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)))
@@ -172,26 +172,34 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> A
     return call.shape_result(res)
 
 
+# Outputs of at most this many entries are differentiated in reverse: one backward sweep with
+# one cotangent per output entry (batched), costing a few evaluations of f whatever the input
+# size -- where forward accumulation could build factors as large as the intermediates.
+_REVERSE_MAX_OUT = 8
+
+
 def _reverse_finals(call: _Call, layout: str, dtypes: list[list[np.dtype]], nt: int) -> list[Final]:
-    """Size-1 outputs: reverse accumulation (one backward sweep per output), then one expand pass each."""
+    """Small outputs: reverse accumulation (one batched backward sweep per output), one expand pass each."""
     alg = Algebra()
     finals = []
     for i, node in enumerate(call.out_nodes):
         dt = np.result_type(*dtypes[i])
-        cot = np.ones((1, *node.value.shape), dtype=dt)
+        m = node.value.size
+        cot = np.eye(m, dtype=dt).reshape((m, *node.value.shape))
         grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, nt)
         for k, g in enumerate(grads):
-            terms = [] if g is None else [_gradient_term(alg, g[0], node.value.shape)]
-            finals.append(finalize(alg, terms, node.value.shape, call.trace.inputs[k].value.shape, layout,
-                                   dtypes[i][k]))
+            in_shape = call.trace.inputs[k].value.shape
+            terms = [] if g is None else [_dense_term(alg, g.reshape(node.value.shape + in_shape), node.value.shape)]
+            finals.append(finalize(alg, terms, node.value.shape, in_shape, layout, dtypes[i][k]))
     return finals
 
 
-def _gradient_term(alg: Algebra, g: np.ndarray, out_shape: tuple[int, ...]) -> Term:
-    """The Jacobian of a size-1 output as a term: its gradient over the input's letters."""
-    inp = tuple((alg.new(n),) for n in g.shape)
-    out = tuple((alg.new(1),) for _ in out_shape)
-    return Term(1, out, inp, [(alg.prog.leaf(g), tuple(c for (c,) in inp))])
+def _dense_term(alg: Algebra, J: np.ndarray, out_shape: tuple[int, ...]) -> Term:
+    """A Jacobian in the tensor layout (out.shape + in.shape) as one dense term."""
+    letters = tuple(alg.new(n) for n in J.shape)
+    p = len(out_shape)
+    return Term(1, tuple((c,) for c in letters[:p]), tuple((c,) for c in letters[p:]),
+                [(alg.prog.leaf(J), letters)])
 
 
 def jacobian(
