@@ -864,7 +864,8 @@ def _scatter_deriv(wrt: int, x: tuple, v: tuple, key: Any) -> Deriv:
         return Deriv(L, L, [(1, (L,))], keep, vjp=hk, jvp=hk)
     out, inp, fl, fa, sizes = ix.deriv_parts()  # of x[key]: sel letters x x letters; swap the roles
     win = _winners(x, key, sel)
-    if not win.all():  # repeated indices: only the last write counts
+    if ix.adv:  # repeated advanced indices: only the last write counts (the mask is always a factor,
+        # so that the rule's structure never depends on the index values: recorded programs replay it)
         blk = "".join(out[ix.block_at + t] for t in range(len(ix.bshape))) if ix.block_at is not None else ""
         wmask = np.zeros(ix.bshape)
         # project the winners onto the advanced block (they differ only along it)
