@@ -1,6 +1,6 @@
 """tensorjac: exact Jacobian tensors of numpy functions and matrix-calculus ops, fast and in any layout."""
 
-from . import _core, _nprules, fd, testing
+from . import _core, _numpy_api, fd, testing
 from ._ad import chain, kron_matvec
 from ._api import grad, jacobian, jvp, value_and_jacobian, vjp
 from ._check import CheckEntry, CheckReport, CheckReports, JacobianMismatchError, check
@@ -18,7 +18,7 @@ from ._rule import Op
 from .ops import *  # noqa: F403  (the catalogue: one name per op, derived from the registry)
 from .ops import CATALOGUE
 
-del _nprules  # registers the numpy rules; not part of the namespace
+del _numpy_api  # registers the numpy functions (and, through it, their rules); not part of the namespace
 
 # public classes show as tensorjac.X in reprs and tracebacks, not as their private modules
 for _cls in (CheckEntry, CheckReport, CheckReports, JacobianMismatchError, JacobianTooLargeError, NonFiniteWarning):

@@ -189,6 +189,8 @@ def _reverse_finals(call: _Call, layout: str, dtypes: list[list[np.dtype]], nt: 
         grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, nt)
         for k, g in enumerate(grads):
             in_shape = call.trace.inputs[k].value.shape
+            if g is not None:
+                g = g + 0.0  # entries that are zeros times a negative coefficient print as 0, not -0
             terms = [] if g is None else [_dense_term(alg, g.reshape(node.value.shape + in_shape), node.value.shape)]
             finals.append(finalize(alg, terms, node.value.shape, in_shape, layout, dtypes[i][k]))
     return finals

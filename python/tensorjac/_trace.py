@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import refuse, unsupported
+from ._nprules import cast, copy, getitem, is_basic_key, scatter
 from ._rule import NUMPY, UFUNCS, Op
 
 __all__ = ["Node", "Trace", "Tracer", "TracerND", "make", "constant_functions", "constant_ufuncs", "refuse", "unsupported"]
@@ -67,22 +69,6 @@ class Trace:
 
     def constant(self, value: Any) -> Tracer:
         return make(self, Node(None, {}, (), (), np.asarray(value), False, -1))
-
-
-FD_HINT = " Differentiate such code numerically with tj.fd.jacobian(f, x)."
-
-
-def refuse(msg: str) -> TypeError:
-    """A TypeError for something tensorjac cannot differentiate exactly, pointing to tj.fd."""
-    return TypeError(msg if "tj.fd.jacobian" in msg else msg.rstrip(".") + "." + FD_HINT)
-
-
-def unsupported(name: str, why: str = "") -> TypeError:
-    return TypeError(
-        f"tensorjac cannot differentiate {name}{': ' + why if why else ''}. Inside a function given to "
-        "tj.jacobian / tj.grad / tj.vjp / tj.jvp, use the supported numpy functions (see the docs' "
-        "'numpy coverage' page), or differentiate f numerically with tj.fd.jacobian(f, x)."
-    )
 
 
 def _fname(func: Any) -> str:
@@ -274,8 +260,6 @@ class Tracer:
         self._invalidate_views(keep)
 
     def _setitem(self, key: Any, value: Any, keep: Tracer | None = None) -> None:
-        from ._nprules import scatter  # the rule of x[key] = v
-
         key = _unwrap(key)
         self._assign(scatter(self, value, key), "assignment", keep)
 
@@ -578,13 +562,9 @@ class Tracer:
     conjugate = conj
 
     def copy(self, order: str = "K") -> Any:
-        from ._nprules import copy
-
         return copy(self)
 
     def astype(self, dtype: Any, *a: Any, **k: Any) -> Any:
-        from ._nprules import cast
-
         dt = np.dtype(dtype)
         if dt.kind in "fc":
             return cast(self, dtype=dt.newbyteorder("="))
@@ -615,8 +595,6 @@ class TracerND(Tracer):
 
     # -- indexing ---------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
-        from ._nprules import getitem, is_basic_key
-
         key = _unwrap(key)
         res = getitem(self, key=key)
         return _view_of(res, self, key, writable=is_basic_key(key))
