@@ -494,9 +494,6 @@ def test_norm_rectangular_matrix(ord, shape):
     np.testing.assert_allclose(tj.jacobian(tj.norm, X, ord=ord), _norm_fd(X, ord=ord), rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (ops.norm_gradient): ord=-2 of a non-square matrix uses the "
-                   "last row of Vh / column of U from the full SVD, a null-space vector, instead of the "
-                   "min(m, n)-th singular vectors")
 @pytest.mark.parametrize("shape", [(3, 4), (4, 3)])
 def test_norm_rectangular_matrix_ord_minus_2(shape):
     X = _rng(8).standard_normal(shape)
@@ -660,6 +657,5 @@ def test_import_leaks_no_names():
     assert set(tj.CATALOGUE) <= set(tj.__all__)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (testing.py): tj.testing shows 'annotations', 'Any', 'Callable'")
 def test_testing_namespace_leaks_no_names():
     assert [n for n in dir(tj.testing) if not n.startswith("_")] == sorted(tj.testing.__all__)

@@ -704,8 +704,8 @@ def norm_gradient(X: np.ndarray, ord: Any = None, axis: Any = None) -> np.ndarra
     if ord == "nuc":
         k = builtins.min(Xm.shape[-2:])
         G = U[..., :, :k] @ Vh[..., :k, :]
-    else:
-        i = 0 if ord == 2 else -1
+    else:  # the largest (ord 2) or smallest (ord -2) of the min(m, n) singular values
+        i = 0 if ord == 2 else builtins.min(Xm.shape[-2:]) - 1
         G = U[..., :, i, None] * Vh[..., i, None, :]
     return np.moveaxis(G, (-2, -1), (r, c))
 

@@ -10,6 +10,10 @@ from ._check import CheckReport, JacobianMismatchError, check
 __all__ = ["JacobianMismatchError", "assert_jacobian_close"]
 
 
+def __dir__() -> list[str]:  # only the public names (the imports above are not part of the module)
+    return sorted(__all__)
+
+
 def assert_jacobian_close(f: Callable[..., Any], x: Any, jac: Any, **kw: Any) -> CheckReport:
     """Assert that ``jac`` (an array or a callable ``jac(x)``) is the Jacobian of ``f`` at ``x``.
 
