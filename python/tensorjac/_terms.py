@@ -109,18 +109,23 @@ class Program:
         return self._emit(_einsum_op, tuple(hs), np.einsum(subs, *arrays, optimize=path), subs=subs, path=path)
 
     def mul(self, a: F, b: F) -> F:
+        _check_alloc(prod(np.broadcast_shapes(a.shape, b.shape)), np.result_type(a.a, b.a), "Jacobian factor")
         return self._emit(np.multiply, (a, b), a.a * b.a)
 
     def scale(self, h: F, c: Any) -> F:
+        _check_alloc(h.size, np.result_type(h.a, c), "Jacobian factor")
         return self._emit(_scale, (h,), h.a * c, c=c)
 
     def add(self, a: F, b: F) -> F:
+        _check_alloc(prod(np.broadcast_shapes(a.shape, b.shape)), np.result_type(a.a, b.a), "Jacobian factor")
         return self._emit(np.add, (a, b), a.a + b.a)
 
     def astype(self, h: F, dtype: np.dtype) -> F:
+        _check_alloc(h.size, dtype, "Jacobian factor")
         return self._emit(_astype, (h,), h.a.astype(dtype), dtype=dtype)
 
     def stack(self, hs: Sequence[F], axis: int) -> F:
+        _check_alloc(sum(h.size for h in hs), np.result_type(*[h.a for h in hs]), "Jacobian factor")
         return self._emit(_stack, tuple(hs), np.stack([h.a for h in hs], axis=axis), axis=axis)
 
     def matmul(self, a: F, b: F) -> F:
@@ -496,9 +501,11 @@ def _absorb(alg: Algebra, facs: list[Factor]) -> list[Factor]:
         return facs
     facs = sorted(facs, key=lambda f: -f[0].ndim)
     out: list[Factor] = []
+    budget = _config.get_memory_budget()
     for arr, ls in facs:
         for i, (big, bl) in enumerate(out):
-            if set(ls) <= set(bl):
+            # absorbing copies the big factor: only when the copy fits the budget (else keep both)
+            if set(ls) <= set(bl) and big.a.nbytes <= budget:
                 out[i] = (alg.prog.mul(big, _align(alg, arr, ls, bl)), bl)
                 break
         else:
