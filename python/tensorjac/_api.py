@@ -17,7 +17,7 @@ import numpy as np
 from . import _config
 from ._dtypes import as_float_array, result_dtype
 from ._engine import JacobianProgram, forward, reverse, signature, write_finals
-from ._layout import ALL_LAYOUTS, Layout, check_out, layout_placement, prod
+from ._layout import ALL_LAYOUTS, Layout, check_out, placement, prod
 from ._rule import Op, op_jacobian, op_product
 from ._terms import Algebra, Final, Term, finalize
 from ._trace import Node, Trace, Tracer
@@ -133,10 +133,39 @@ _PROGRAMS: OrderedDict[tuple, JacobianProgram] = OrderedDict()
 _PROGRAMS_MAX = 128
 
 
-def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> Any:
+def _batch_axis(call: _Call, batch_axis: Any) -> int | None:
+    """The validated per-sample axis (the same axis of every output and every differentiated input)."""
+    if batch_axis is None:
+        return None
+    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
+        raise TypeError(f"{call.what}: batch_axis must be an int or None, got {batch_axis!r}")
+    ndims = {v.ndim for v in call.out_values} | {n.value.ndim for n in call.trace.inputs}
+    shapes = [("f's output", v.shape) for v in call.out_values] + [
+        (name, n.value.shape) for name, n in zip(call.in_names, call.trace.inputs)
+    ]
+    if len(ndims) != 1:
+        raise ValueError(
+            f"{call.what}: batch_axis={batch_axis} needs the output and the input to have the same rank (the "
+            f"batch axis and one sample's axes); got {', '.join(f'{w} {s}' for w, s in shapes)}"
+        )
+    nd = ndims.pop()
+    if not -nd <= batch_axis < nd:
+        raise ValueError(f"{call.what}: batch_axis={batch_axis} is out of range for arrays of rank {nd}")
+    b = int(batch_axis) % nd
+    sizes = {s[b] for _, s in shapes}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"{call.what}: batch_axis={batch_axis} has different lengths: "
+            + ", ".join(f"{w} {s}" for w, s in shapes)
+        )
+    return b
+
+
+def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batch_axis: Any = None) -> Any:
     nt = 0 if num_threads is None else _config.resolve_threads(num_threads)
     if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
+    batch = _batch_axis(call, batch_axis)
     nout, nin = len(call.out_nodes), len(call.keys)
     outs_flat: list[Any] = [None] * (nout * nin)
     if out is not None:
@@ -153,15 +182,15 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None) -> A
         for k in range(nin):
             o = outs_flat[i * nin + k]
             if o is not None:
-                shape, _, _ = layout_placement(layout, node.value.shape, inputs[k].value.shape)
+                shape, _, _ = placement(layout, node.value.shape, inputs[k].value.shape, batch)
                 check_out(o, shape, dtypes[i][k], [n.value for n in inputs])
-    if layout != "diagonal" and all(1 <= v.size <= _REVERSE_MAX_OUT for v in call.out_values):
+    if batch is None and layout != "diagonal" and all(1 <= v.size <= _REVERSE_MAX_OUT for v in call.out_values):
         flat_res = write_finals(_reverse_finals(call, layout, dtypes, nt), outs_flat, nt)
     else:  # forward accumulation of terms, replayed from a recorded program when the tape repeats
-        key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)))
+        key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)), batch)
         prog = _PROGRAMS.get(key)
         if prog is None:
-            prog = JacobianProgram.record(call.trace, call.out_nodes, inputs, layout, dtypes)
+            prog = JacobianProgram.record(call.trace, call.out_nodes, inputs, layout, dtypes, batch)
             _PROGRAMS[key] = prog
             if len(_PROGRAMS) > _PROGRAMS_MAX:
                 _PROGRAMS.popitem(last=False)
@@ -211,6 +240,7 @@ def jacobian(
     layout: Layout = "tensor",
     out: np.ndarray | None = None,
     num_threads: int | None = None,
+    batch_axis: int | None = None,
     **kwargs: Any,
 ) -> Any:
     """The exact Jacobian of a tensorjac op or of any function written with plain numpy.
@@ -241,6 +271,13 @@ def jacobian(
     num_threads : int, optional
         Threads of the C++ kernels for this call (results are bitwise identical
         for any count).
+    batch_axis : int, optional
+        Per-sample Jacobians: when axis ``batch_axis`` of the input holds independent
+        samples that ``f`` maps one to one onto the same axis of its output, the result
+        is ``J[b, m..., n...]`` of shape ``(B, *out_sample, *in_sample)`` (the layout
+        applies to each sample) instead of the block-diagonal full Jacobian.  It is read
+        off the derivative's structure: a function that mixes samples (a mean or a sum
+        over the batch axis, batch normalization) raises ValueError.
 
     Returns
     -------
@@ -262,10 +299,10 @@ def jacobian(
     >>> tj.jacobian(lambda x: x @ x, np.array([1., 2.]))  # 2x
     array([2., 4.])
     """
-    if isinstance(f, Op):
+    if isinstance(f, Op) and batch_axis is None:
         return op_jacobian(f, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
     call = _Call("tj.jacobian", f, args, kwargs, wrt)
-    return _jacobians(call, layout, out, num_threads)
+    return _jacobians(call, layout, out, num_threads, batch_axis)
 
 
 def value_and_jacobian(

@@ -169,7 +169,7 @@ class JacobianProgram:
     @classmethod
     def record(
         cls, trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], layout: str,
-        dtypes: Sequence[Sequence[np.dtype]],
+        dtypes: Sequence[Sequence[np.dtype]], batch: int | None = None,
     ) -> JacobianProgram:
         alg = Algebra()
         sources: list[tuple[int, int]] = []
@@ -177,7 +177,8 @@ class JacobianProgram:
         taken: set[int] = set()
         finals = [
             [
-                finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k], taken)
+                finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k], taken,
+                         batch)
                 for k, n in enumerate(inputs)
             ]
             for i, o in enumerate(outs)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 from ._deriv import Deriv
-from ._layout import layout_placement
+from ._layout import placement
 
 __all__ = ["build_expand_plan", "expand_plan"]
 
@@ -31,9 +31,11 @@ def expand_plan(
     out_shape: tuple[int, ...],
     in_shape: tuple[int, ...],
     dtype: np.dtype,
+    batch: int | None = None,
 ) -> tuple[tuple[int, ...], Any]:
-    """The result shape and the C++ plan writing ``sum(terms)`` in ``layout``."""
-    shape, out_place, in_place = layout_placement(layout, out_shape, in_shape)
+    """The result shape and the C++ plan writing ``sum(terms)`` in ``layout`` (per sample along
+    axis ``batch`` of both sides, when given: see tensorjac._layout.placement)."""
+    shape, out_place, in_place = placement(layout, out_shape, in_shape, batch)
     cterms = []
     slot = 0
     for coef, out_axes, in_axes, factor_letters in terms:

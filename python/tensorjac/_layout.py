@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["ALL_LAYOUTS", "LAYOUTS", "Layout", "check_layout", "check_out", "layout_placement", "prod"]
+__all__ = [
+    "ALL_LAYOUTS", "LAYOUTS", "Layout", "check_layout", "check_out", "layout_placement", "placement", "prod",
+]
 
 LAYOUTS = ("tensor", "gradient", "numerator", "matrix", "vec")
 ALL_LAYOUTS = LAYOUTS + ("diagonal",)
@@ -67,6 +69,24 @@ def layout_placement(
     if layout == "diagonal":  # only f'(x): the input axes repeat the output's
         return out_shape, [(p, 1) for p in range(P)], [None] * R
     raise AssertionError(layout)
+
+
+def placement(
+    layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], batch: int | None = None
+) -> tuple[tuple[int, ...], list[tuple[int, int] | None], list[tuple[int, int] | None]]:
+    """:func:`layout_placement`, or with ``batch`` (an axis of both F and X holding independent
+    samples) the per-sample layout: result dimension 0 is the sample, followed by the layout of
+    one sample's Jacobian; X's batch axis is placed nowhere (it is tied to F's by a delta)."""
+    if batch is None:
+        return layout_placement(layout, out_shape, in_shape)  # type: ignore[return-value]
+    os_ = out_shape[:batch] + out_shape[batch + 1 :]
+    is_ = in_shape[:batch] + in_shape[batch + 1 :]
+    shape, op, ip = layout_placement(layout, os_, is_)
+    op2: list[tuple[int, int] | None] = [(d + 1, m) for d, m in op]
+    ip2: list[tuple[int, int] | None] = [None if p is None else (p[0] + 1, p[1]) for p in ip]
+    op2.insert(batch, (0, 1))
+    ip2.insert(batch, None)
+    return (out_shape[batch], *shape), op2, ip2
 
 
 def _self_overlaps(a: np.ndarray) -> bool:

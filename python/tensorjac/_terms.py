@@ -38,7 +38,7 @@ import numpy as np
 from . import _config
 from ._deriv import Deriv
 from ._expand import expand_plan
-from ._layout import layout_placement, prod
+from ._layout import placement, prod
 
 __all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "identity", "merge", "rule_terms"]
 
@@ -754,7 +754,7 @@ class Final:
 def _bindings(t: Term, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...],
               sizes: dict[int, int]) -> dict[int, list[tuple[int, int]]]:
     """Each letter's (result dimension, multiplier) places in ``layout`` (as the expand plan binds them)."""
-    _, out_place, in_place = layout_placement(layout, out_shape, in_shape)
+    _, out_place, in_place = placement(layout, out_shape, in_shape)
     bind: dict[int, list[tuple[int, int]]] = {}
     for axes, places in ((t.out, out_place), (t.inp, in_place)):
         for ax, place in zip(axes, places):
@@ -792,13 +792,25 @@ def finalize(
     layout: str,
     dtype: np.dtype,
     taken: set[int] | None = None,
+    batch: int | None = None,
 ) -> Final:
     """Merge the final terms and build (or fetch) the expand plan writing them into ``layout``.
 
     ``taken`` collects the registers already written directly into some result
-    (a register can be the direct factor of one result only).
+    (a register can be the direct factor of one result only).  With ``batch``, the
+    per-sample Jacobian along that axis of output and input: every term must tie the
+    two batch axes by a delta (else the function mixes samples: ValueError).
     """
     terms = merge(alg, terms, final=True)
+    if batch is not None:
+        for t in terms:
+            if t.out[batch] != t.inp[batch]:  # the same letters on both batch axes: a delta
+                raise ValueError(
+                    f"batch_axis={batch}: the function mixes samples -- an output sample depends on other "
+                    "input samples (e.g. a mean, a sum or a normalization over the batch axis), so its "
+                    "Jacobian is not block diagonal and has no per-sample form; drop batch_axis to get "
+                    "the full Jacobian"
+                )
     if layout == "diagonal" and not all(is_diagonal(t) for t in terms):
         raise ValueError(
             "layout='diagonal' needs an elementwise Jacobian (output and input of the same shape, "
@@ -806,7 +818,7 @@ def finalize(
         )
     direct = None
     first_direct = None
-    d = _direct_candidate(alg, terms, layout, out_shape, in_shape)
+    d = None if batch is not None else _direct_candidate(alg, terms, layout, out_shape, in_shape)
     if d is not None and any(f.r == terms[d].facs[0][0].r for j, t in enumerate(terms) if j != d for f, _ in t.facs):
         d = None  # the dense factor is also read by another term, which accumulates into the result
     if d is not None:
@@ -824,7 +836,7 @@ def finalize(
     specs = []
     regs: list[int] = []
     first: list[np.ndarray] = []
-    key: list[Any] = [layout, out_shape, in_shape, dtype]
+    key: list[Any] = [layout, out_shape, in_shape, dtype, batch]
     for t in terms:
         coef, facs = _fold_coef(alg, t, dtype)
         facs = _few_factors(alg, facs)
@@ -841,10 +853,10 @@ def finalize(
         k = tuple(key)
         hit = _PLANS.get(k)
         if hit is None:
-            hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype)
+            hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype, batch)
             if len(_PLANS) > _PLAN_CACHE_MAX:
                 _PLANS.clear()
             _PLANS[k] = hit
         core = hit[1]
-    shape, _, _ = layout_placement(layout, out_shape, in_shape)
+    shape, _, _ = placement(layout, out_shape, in_shape, batch)
     return Final(core, regs, shape, dtype, first, direct, first_direct)
