@@ -261,5 +261,6 @@ void run_kernel(i64 work, F&& kernel) {
 void bind_expand(py::module_& m);
 void bind_kron(py::module_& m);
 void bind_fd(py::module_& m);
+void bind_hessian(py::module_& m);
 
 }  // namespace tjb

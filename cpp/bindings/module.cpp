@@ -37,4 +37,5 @@ PYBIND11_MODULE(_core, m) {
     tjb::bind_expand(m);
     tjb::bind_kron(m);
     tjb::bind_fd(m);
+    tjb::bind_hessian(m);
 }

@@ -13,6 +13,7 @@ from ._config import (
     set_num_threads,
 )
 from ._deriv import Deriv
+from ._hessian import hessian, hvp
 from ._layout import LAYOUTS
 from ._rule import Op
 from .ops import *  # noqa: F403  (the catalogue: one name per op, derived from the registry)
@@ -31,7 +32,8 @@ __all__ = sorted(
     [
         "CATALOGUE", "LAYOUTS", "CheckEntry", "CheckReport", "CheckReports", "Deriv", "JacobianMismatchError",
         "JacobianTooLargeError", "NonFiniteWarning", "Op",
-        "chain", "check", "fd", "get_memory_budget", "get_num_threads", "grad", "jacobian", "jvp", "kron_matvec",
+        "chain", "check", "fd", "get_memory_budget", "get_num_threads", "grad", "hessian", "hvp", "jacobian", "jvp",
+        "kron_matvec",
         "set_memory_budget", "set_num_threads", "testing", "value_and_jacobian", "vjp",
     ]
     + list(CATALOGUE)

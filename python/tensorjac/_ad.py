@@ -211,6 +211,10 @@ def apply_deriv(
     nb = vec.shape[0]
     dst_shape = in_shape if mode == "vjp" else out_shape
     _config.check_budget((nb, *dst_shape), dt.itemsize, what=f"{mode.upper()} result")
+    if _traced(vec) or _traced(value) or any(_traced(a) for a in args):
+        # inside a differentiated function (a Hessian): only numpy operations that are traced in turn
+        facs = [f if f.dtype == dt else f.astype(dt) for f in d.eval_factors(args, value)]
+        return _contract_traced(d, mode, vec, facs, out_shape, in_shape)
     hook: Callable[..., np.ndarray] | None = d.vjp if mode == "vjp" else d.jvp
     if hook is not None:
         token = _call_threads.set(nt)
@@ -223,6 +227,68 @@ def apply_deriv(
         return R.astype(dt, copy=False)
     facs = [f if f.dtype == dt else f.astype(dt) for f in map(np.asarray, d.eval_factors(args, value))]
     return _contract(_spec(d, mode, out_shape, in_shape), vec, facs, dst_shape, dt, nt)
+
+
+def _traced(x: Any) -> bool:
+    return getattr(type(x), "__tj_apply__", None) is not None
+
+
+def _contract_traced(
+    d: Deriv, mode: str, vec: Any, facs: Sequence[Any], out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+) -> Any:
+    """The product of ``_contract`` with einsum, reshape and constant eye/ones factors only.
+
+    No strided views, no C++ kernels and no writes into buffers: every step is a numpy call that a
+    traced array records (the VJP sweep of a gradient that is itself being differentiated).
+    """
+    sizes = d.letter_sizes(out_shape, in_shape)
+    src_axes, dst_axes = (d.out, d.inp) if mode == "vjp" else (d.inp, d.out)
+    dst_shape = in_shape if mode == "vjp" else out_shape
+    nb = vec.shape[0]
+    chars = iter(c for c in string.ascii_letters if c != _BATCH)
+    ch: dict[str, str] = {}
+
+    def c_of(letter: str) -> str:
+        if letter not in ch:
+            ch[letter] = next(chars)
+        return ch[letter]
+
+    src_split = [c for ax in src_axes for c in ax]
+    V = vec.reshape((nb, *[sizes[c] for c in src_split]))
+    src_sub = _BATCH + "".join(c_of(c) for c in src_split)
+    dst_split = [c for ax in dst_axes for c in ax]
+    total: Any = None
+    slot = 0
+    for coef, groups in d.terms:
+        tf = list(facs[slot : slot + len(groups)])
+        slot += len(groups)
+        have = set(src_split).union(*groups)
+        present = list(dict.fromkeys(c for c in dst_split if c in have))
+        subs = ",".join([src_sub, *("".join(c_of(c) for c in g) for g in groups)])
+        R = np.einsum(subs + "->" + _BATCH + "".join(c_of(c) for c in present), V, *tf)
+        if coef != 1:
+            R = R * coef
+        # place R on the destination axes: repeated letters on their diagonal (eye), absent ones broadcast (ones)
+        out_chars = [next(chars) for _ in dst_split]
+        first = {c: out_chars[dst_split.index(c)] for c in present}
+        ops: list[Any] = [R]
+        subs_in = [_BATCH + "".join(first[c] for c in present)]
+        for p, c in enumerate(dst_split):
+            if c in first and first[c] == out_chars[p]:
+                continue
+            if c in first:
+                ops.append(np.eye(sizes[c]))
+                subs_in.append(first[c] + out_chars[p])
+            else:
+                ops.append(np.ones(sizes[c]))
+                subs_in.append(out_chars[p])
+        if len(ops) > 1 or [first.get(c) for c in dst_split] != out_chars:
+            R = np.einsum(",".join(subs_in) + "->" + _BATCH + "".join(out_chars), *ops)
+        R = R.reshape((nb, *dst_shape))
+        total = R if total is None else total + R
+    if total is None:
+        return np.zeros((nb, *dst_shape))
+    return total
 
 
 # ----------------------------------------------------------------------------- structured hooks

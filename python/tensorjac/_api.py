@@ -20,7 +20,7 @@ from ._engine import JacobianProgram, forward, reverse, signature, write_finals
 from ._layout import ALL_LAYOUTS, Layout, check_out, placement, prod
 from ._rule import Op, op_jacobian, op_product
 from ._terms import Algebra, Final, Term, finalize
-from ._trace import Node, Trace, Tracer
+from ._trace import Node, Trace, Tracer, depth, nested
 
 __all__ = ["grad", "jacobian", "jvp", "value_and_jacobian", "vjp"]
 
@@ -56,30 +56,36 @@ class _Call:
         self.keys = [self._resolve(f, w, alist, kwargs) for w in wrts]
         if len(set(self.keys)) != len(self.keys):
             raise ValueError(f"{what}: wrt={wrt!r} names the same argument twice")
-        self.trace = Trace()
+        self.trace = Trace(depth() + 1)
         self.in_names: list[str] = []
         self.in_dtypes: list[np.dtype] = []
         for key in self.keys:
             name = f"argument {key!r}" if isinstance(key, str) else f"argument {key}"
             self.in_names.append(name)
             raw = kwargs[key] if isinstance(key, str) else alist[key]
-            x = as_float_array(raw, f"{what}: {name}")
-            x = x.view()
-            x.flags.writeable = False  # f sees the values, never a way to write to the caller's array
+            if isinstance(raw, Tracer):  # differentiating inside a differentiated function (Hessians)
+                x = raw if raw.dtype.kind in "fc" else raw.astype(np.float64)
+            else:
+                x = as_float_array(raw, f"{what}: {name}")
+                x = x.view()
+                x.flags.writeable = False  # f sees the values, never a way to write to the caller's array
             self.in_dtypes.append(x.dtype)
             tr = self.trace.input(x)
             if isinstance(key, str):
                 kwargs[key] = tr
             else:
                 alist[key] = tr
-        res = f(*alist, **kwargs)
+        with nested():
+            res = f(*alist, **kwargs)
         self.tuple_out = isinstance(res, (tuple, list))
         outs = list(res) if self.tuple_out else [res]
         self.out_nodes: list[Node] = []
         self.out_values: list[np.ndarray] = []
         for i, o in enumerate(outs):
-            if isinstance(o, Tracer):
+            if isinstance(o, Tracer) and o._trace is self.trace:
                 node = o._get()
+            elif isinstance(o, Tracer):  # traced by an enclosing trace only: a constant here
+                node = Node(None, {}, (), (), o, False, -1)
             else:
                 v = np.asarray(o) if not isinstance(o, (str, bytes)) else np.asarray(object())
                 if v.dtype.kind not in "biufc":
@@ -117,7 +123,7 @@ class _Call:
         return _pair_dtype(self.what, self.out_values[i].dtype, self.in_names[k], self.in_dtypes[k])
 
     def values(self) -> Any:
-        vals = [v.copy() if not v.flags.writeable else v for v in self.out_values]
+        vals = [v if isinstance(v, Tracer) or v.flags.writeable else v.copy() for v in self.out_values]
         vals = [v[()] if v.ndim == 0 and not isinstance(v, np.ndarray) else v for v in vals]
         return tuple(vals) if self.tuple_out else vals[0]
 
@@ -161,7 +167,8 @@ def _batch_axis(call: _Call, batch_axis: Any) -> int | None:
     return b
 
 
-def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batch_axis: Any = None) -> Any:
+def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batch_axis: Any = None,
+               hess: int | None = None) -> Any:
     nt = 0 if num_threads is None else _config.resolve_threads(num_threads)
     if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
@@ -182,15 +189,16 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batc
         for k in range(nin):
             o = outs_flat[i * nin + k]
             if o is not None:
-                shape, _, _ = placement(layout, node.value.shape, inputs[k].value.shape, batch)
+                shape, _, _ = placement(layout, node.value.shape, inputs[k].value.shape, batch, hess)
                 check_out(o, shape, dtypes[i][k], [n.value for n in inputs])
-    if batch is None and layout != "diagonal" and all(1 <= v.size <= _REVERSE_MAX_OUT for v in call.out_values):
+    if (batch is None and hess is None and layout != "diagonal"
+            and all(1 <= v.size <= _REVERSE_MAX_OUT for v in call.out_values)):
         flat_res = write_finals(_reverse_finals(call, layout, dtypes, nt), outs_flat, nt)
     else:  # forward accumulation of terms, replayed from a recorded program when the tape repeats
-        key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)), batch)
+        key = (signature(call.trace, call.out_nodes, inputs), layout, tuple(map(tuple, dtypes)), batch, hess)
         prog = _PROGRAMS.get(key)
         if prog is None:
-            prog = JacobianProgram.record(call.trace, call.out_nodes, inputs, layout, dtypes, batch)
+            prog = JacobianProgram.record(call.trace, call.out_nodes, inputs, layout, dtypes, batch, hess)
             _PROGRAMS[key] = prog
             if len(_PROGRAMS) > _PROGRAMS_MAX:
                 _PROGRAMS.popitem(last=False)

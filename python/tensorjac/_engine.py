@@ -169,7 +169,7 @@ class JacobianProgram:
     @classmethod
     def record(
         cls, trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], layout: str,
-        dtypes: Sequence[Sequence[np.dtype]], batch: int | None = None,
+        dtypes: Sequence[Sequence[np.dtype]], batch: int | None = None, hess: int | None = None,
     ) -> JacobianProgram:
         alg = Algebra()
         sources: list[tuple[int, int]] = []
@@ -178,7 +178,7 @@ class JacobianProgram:
         finals = [
             [
                 finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k], taken,
-                         batch)
+                         batch, hess)
                 for k, n in enumerate(inputs)
             ]
             for i, o in enumerate(outs)

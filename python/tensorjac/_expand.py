@@ -32,10 +32,11 @@ def expand_plan(
     in_shape: tuple[int, ...],
     dtype: np.dtype,
     batch: int | None = None,
+    hess: int | None = None,
 ) -> tuple[tuple[int, ...], Any]:
     """The result shape and the C++ plan writing ``sum(terms)`` in ``layout`` (per sample along
     axis ``batch`` of both sides, when given: see tensorjac._layout.placement)."""
-    shape, out_place, in_place = placement(layout, out_shape, in_shape, batch)
+    shape, out_place, in_place = placement(layout, out_shape, in_shape, batch, hess)
     cterms = []
     slot = 0
     for coef, out_axes, in_axes, factor_letters in terms:

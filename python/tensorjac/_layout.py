@@ -72,11 +72,28 @@ def layout_placement(
 
 
 def placement(
-    layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], batch: int | None = None
+    layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], batch: int | None = None,
+    hess: int | None = None,
 ) -> tuple[tuple[int, ...], list[tuple[int, int] | None], list[tuple[int, int] | None]]:
     """:func:`layout_placement`, or with ``batch`` (an axis of both F and X holding independent
     samples) the per-sample layout: result dimension 0 is the sample, followed by the layout of
-    one sample's Jacobian; X's batch axis is placed nowhere (it is tied to F's by a delta)."""
+    one sample's Jacobian; X's batch axis is placed nowhere (it is tied to F's by a delta).
+
+    With ``hess = P``, the Hessian layouts: ``out_shape`` is f's output (its first P axes) followed
+    by x's axes (the inner derivative), ``in_shape`` is x's; "matrix" is ``(M, N, N)`` (``(N, N)``
+    when P = 0) with each group flattened in C order, "vec" the same with column-major groups.
+    """
+    if hess is not None and layout in ("matrix", "vec"):
+        groups = [out_shape[:hess], out_shape[hess:], in_shape]
+        first = 0 if hess else 1  # a scalar f has no output dimension
+        places: list[list[tuple[int, int] | None]] = []
+        for d, g in enumerate(groups):
+            if layout == "matrix":
+                places.append([(d - first, prod(g[r + 1 :])) for r in range(len(g))])
+            else:
+                places.append([(d - first, prod(g[:r])) for r in range(len(g))])
+        shape = tuple(prod(g) for g in groups[first:])
+        return shape, places[0] + places[1], places[2]
     if batch is None:
         return layout_placement(layout, out_shape, in_shape)  # type: ignore[return-value]
     os_ = out_shape[:batch] + out_shape[batch + 1 :]

@@ -793,6 +793,7 @@ def finalize(
     dtype: np.dtype,
     taken: set[int] | None = None,
     batch: int | None = None,
+    hess: int | None = None,
 ) -> Final:
     """Merge the final terms and build (or fetch) the expand plan writing them into ``layout``.
 
@@ -818,7 +819,7 @@ def finalize(
         )
     direct = None
     first_direct = None
-    d = None if batch is not None else _direct_candidate(alg, terms, layout, out_shape, in_shape)
+    d = None if batch is not None or hess is not None else _direct_candidate(alg, terms, layout, out_shape, in_shape)
     if d is not None and any(f.r == terms[d].facs[0][0].r for j, t in enumerate(terms) if j != d for f, _ in t.facs):
         d = None  # the dense factor is also read by another term, which accumulates into the result
     if d is not None:
@@ -836,7 +837,7 @@ def finalize(
     specs = []
     regs: list[int] = []
     first: list[np.ndarray] = []
-    key: list[Any] = [layout, out_shape, in_shape, dtype, batch]
+    key: list[Any] = [layout, out_shape, in_shape, dtype, batch, hess]
     for t in terms:
         coef, facs = _fold_coef(alg, t, dtype)
         facs = _few_factors(alg, facs)
@@ -853,10 +854,10 @@ def finalize(
         k = tuple(key)
         hit = _PLANS.get(k)
         if hit is None:
-            hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype, batch)
+            hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype, batch, hess)
             if len(_PLANS) > _PLAN_CACHE_MAX:
                 _PLANS.clear()
             _PLANS[k] = hit
         core = hit[1]
-    shape, _, _ = placement(layout, out_shape, in_shape, batch)
+    shape, _, _ = placement(layout, out_shape, in_shape, batch, hess)
     return Final(core, regs, shape, dtype, first, direct, first_direct)

@@ -41,7 +41,7 @@ class Node:
 
     __slots__ = ("args", "index", "live", "op", "params", "parents", "value")
 
-    def __init__(self, op: Op | None, params: dict[str, Any], args: tuple, parents: tuple, value: np.ndarray,
+    def __init__(self, op: Op | None, params: dict[str, Any], args: tuple, parents: tuple, value: Any,
                  live: bool, index: int) -> None:
         self.op = op
         self.params = params
@@ -53,22 +53,52 @@ class Node:
 
 
 class Trace:
-    """The tape of one evaluation of f."""
+    """The tape of one evaluation of f.
 
-    __slots__ = ("__weakref__", "inputs", "nodes")
+    ``level`` is the nesting depth: a differentiated function may itself call
+    ``tj.grad`` / ``tj.jacobian`` / ... (that is how Hessians are traced).  For the
+    inner trace, traced arrays of the enclosing traces are constants whose values
+    are recorded by the enclosing trace.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("__weakref__", "inputs", "level", "nodes")
+
+    def __init__(self, level: int = 1) -> None:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
+        self.level = level
 
-    def input(self, value: np.ndarray) -> Tracer:
+    def input(self, value: Any) -> Tracer:
         node = Node(None, {}, (), (), value, True, len(self.nodes))
         self.nodes.append(node)
         self.inputs.append(node)
         return make(self, node)
 
     def constant(self, value: Any) -> Tracer:
-        return make(self, Node(None, {}, (), (), np.asarray(value), False, -1))
+        return make(self, Node(None, {}, (), (), _as_value(value), False, -1))
+
+
+def _as_value(v: Any) -> Any:
+    """A node's value: an array, or a traced array of an enclosing trace (nested differentiation)."""
+    return v if isinstance(v, Tracer) else np.asarray(v)
+
+
+_DEPTH = [0]  # how many traces are being recorded right now (their functions are running)
+
+
+class nested:
+    """Context of one traced evaluation: the depth a new trace starts at."""
+
+    def __enter__(self) -> int:
+        _DEPTH[0] += 1
+        return _DEPTH[0]
+
+    def __exit__(self, *exc: Any) -> None:
+        _DEPTH[0] -= 1
+
+
+def depth() -> int:
+    return _DEPTH[0]
 
 
 def _fname(func: Any) -> str:
@@ -108,34 +138,44 @@ def _common_trace(args: Sequence[Any]) -> Trace:
                 trace = a._trace
             elif a._trace is not trace:
                 raise refuse(
-                    "tensorjac: traced arrays of two different tj.jacobian/tj.vjp/... calls were mixed "
-                    "(nested differentiation is not supported); differentiate the inner function separately"
+                    "tensorjac: traced arrays of two different tj.jacobian/tj.vjp/... calls were mixed (for "
+                    "example an array traced by a call that has returned); differentiate each function "
+                    "separately"
                 )
     assert trace is not None
     return trace
 
 
 def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
-    """Record ``op(*args, **params)`` on the tape of the traced arguments."""
+    """Record ``op(*args, **params)`` on the tape of the innermost trace among the arguments."""
     trace = None
-    vals = []
-    parents = []
-    for i, a in enumerate(args):
+    nested_ = False
+    for a in args:
         if isinstance(a, Tracer):
             if trace is None:
                 trace = a._trace
             elif a._trace is not trace:
-                _common_trace(args)  # raises the mixing error
+                nested_ = True
+                if a._trace.level > trace.level:
+                    trace = a._trace
+    assert trace is not None
+    vals = []
+    parents = []
+    for i, a in enumerate(args):
+        if isinstance(a, Tracer) and a._trace is trace:
             n = a._get()
             vals.append(n.value)
             if n.live:
                 parents.append((i, n))
+        elif nested_ and isinstance(a, Tracer):
+            if a._trace.level >= trace.level:
+                _common_trace(args)  # raises the mixing error
+            vals.append(a)  # a traced array of an enclosing trace: a constant here
         else:
             vals.append(a)
-    assert trace is not None
     if op.params:
         params = op.normalize([np.shape(v) for v in vals], params)
-    value = np.asarray(op._value(*vals, **params))
+    value = _as_value(op._value(*vals, **params))
     if value.dtype.kind not in "fc" and parents:
         # e.g. an integer-valued rule; keep floats so that derivatives have a dtype
         value = value.astype(np.float64)
@@ -158,7 +198,8 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
 
 def _view_of(result: Tracer, base: Any, key: Any = None, writable: bool = False) -> Tracer:
     """Mark ``result`` as a numpy view of traced ``base`` when their values share memory."""
-    if isinstance(base, Tracer) and np.may_share_memory(result._node.value, base._node.value):
+    if (isinstance(base, Tracer) and not isinstance(result._node.value, Tracer)
+            and np.may_share_memory(result._node.value, base._node.value)):
         if result._base is not base:
             result._base = base
             base._views.append(weakref.ref(result))

@@ -1,0 +1,186 @@
+"""Exact Hessians and Hessian-vector products, by differentiating the derivative.
+
+The first derivative is computed by a batched reverse sweep whose every step is
+a numpy operation; run inside a traced function (nested tracing), that sweep is
+itself recorded, so its Jacobian -- the Hessian -- comes from the same term
+algebra: composed symbolically, written once into the requested layout.  No
+finite differences, and no loop over the Hessian's columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _config, _core
+from ._api import _Call, _jacobians, jvp
+from ._engine import reverse
+from ._layout import prod
+from ._rule import Op
+
+__all__ = ["hessian", "hvp"]
+
+_HESSIAN_LAYOUTS = ("tensor", "matrix", "vec")
+
+
+def _first_derivative(f: Callable[..., Any], wrt: Any) -> Callable[..., Any]:
+    """``x -> d f / d x`` (the gradient, or the Jacobian ``out.shape + x.shape``) by one batched
+    reverse sweep: a function of plain numpy steps, so a traced call of it is differentiated again."""
+
+    def deriv(*args: Any, **kwargs: Any) -> Any:
+        call = _Call("tj.hessian", f, args, kwargs, wrt)
+        if call.tuple_out:
+            raise ValueError("tj.hessian: f must return one array, not a tuple")
+        node = call.out_nodes[0]
+        m = node.value.size
+        dt = np.result_type(*[call.dtype(0, k) for k in range(len(call.keys))])
+        cot = np.eye(m, dtype=dt).reshape((m, *node.value.shape))
+        grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, 0)
+        res = []
+        for n, g in zip(call.trace.inputs, grads):
+            shape = node.value.shape + n.value.shape
+            res.append(np.zeros(shape, dt) if g is None else g.reshape(shape))
+        return tuple(res) if call.tuple_wrt else res[0]
+
+    return deriv
+
+
+def _symmetrize(H: np.ndarray, m: int, n: int, nt: int = 0) -> None:
+    """Make H, seen as (m, n, n), exactly symmetric in its last two groups: the mean of the two
+    computed halves written to both (a + b == b + a in IEEE arithmetic, so bitwise), in C++."""
+    if n < 2 or m == 0:
+        return
+    if H.flags.c_contiguous:
+        _core.symmetrize(H, m, n, nt)
+        return
+    V = np.ascontiguousarray(H)  # an out= of another memory layout: work on a contiguous copy
+    _core.symmetrize(V, m, n, nt)
+    H[...] = V
+
+
+def hessian(
+    f: Any,
+    *args: Any,
+    wrt: Any = 0,
+    layout: str = "tensor",
+    out: Any = None,
+    num_threads: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """The exact Hessian ``H[m..., n..., k...] = d^2 f[m...] / dx[n...] dx[k...]`` of a numpy function.
+
+    Parameters
+    ----------
+    f : tensorjac op or callable
+        Anything :func:`tensorjac.jacobian` differentiates, returning one array of any
+        shape (a scalar loss gives the usual Hessian).
+    *args, **kwargs
+        The arguments of ``f``; those not in ``wrt`` are constants.
+    wrt : int, str or tuple
+        The argument(s).  A tuple gives the blocks ``H[i][j] = d^2 f / dx_i dx_j`` as a tuple of
+        tuples, with ``H[j][i]`` the transpose of ``H[i][j]``.
+    layout : {"tensor", "matrix", "vec"}
+        "tensor": ``out.shape + x.shape + x.shape``; "matrix": ``(N, N)`` for a scalar f and
+        ``(M, N, N)`` otherwise, each group flattened in C order; "vec": the same shape with
+        column-major (Fortran) groups.
+    out : ndarray, optional
+        Filled in place and returned (single ``wrt``).
+    num_threads : int, optional
+        Threads of the C++ kernels for this call.
+
+    Returns
+    -------
+    ndarray (or a tuple of tuples for a tuple ``wrt``), exactly symmetric in the two input
+    groups (bitwise).
+
+    Notes
+    -----
+    The first derivative is a batched reverse sweep (one cotangent per entry of f's output)
+    made of numpy operations; tracing that sweep and differentiating it with the term algebra
+    gives the Hessian symbolically, written once.  The cost grows with the size of f's output,
+    so vector-valued f of many entries are expensive; functions the sweep cannot trace raise
+    TypeError pointing to ``tj.fd.hessian``.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> A = np.array([[1., 2.], [0., 3.]])
+    >>> tj.hessian(lambda x: x @ A @ x, np.array([0.5, -1.0]))   # A + A.T
+    array([[2., 2.],
+           [2., 6.]])
+    >>> S = np.array([[2., 1.], [1., 3.]])
+    >>> H = tj.hessian(lambda X: np.linalg.slogdet(X)[1], S, layout="matrix")
+    >>> Si = np.linalg.inv(S)
+    >>> np.allclose(H, -np.kron(Si, Si.T)), H.shape     # -inv(S).T[l,i] inv(S).T[j,k]
+    (True, (4, 4))
+    """
+    if not isinstance(layout, str) or layout not in _HESSIAN_LAYOUTS:
+        raise ValueError(f"tj.hessian: layout must be one of {', '.join(_HESSIAN_LAYOUTS)}, got {layout!r}")
+    if isinstance(f, Op):
+        op = f
+        f = lambda *a, **k: op(*a, **k)
+    g = _first_derivative(f, wrt)
+    call = _Call("tj.hessian", g, args, kwargs, wrt)
+    pairs = call.tuple_out  # the first derivative is a tuple when wrt is
+    if out is not None and pairs:
+        raise ValueError("tj.hessian: out= is not supported with a tuple wrt")
+    n_out = call.out_values[0].ndim - call.trace.inputs[0].value.ndim
+    res = _jacobians(call, layout, out, num_threads, hess=n_out)
+    inputs = call.trace.inputs
+    if not pairs:
+        N = prod(inputs[0].value.shape)
+        _symmetrize(res, res.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
+        return res
+    blocks = [list(row) for row in res]
+    for i in range(len(blocks)):
+        Ni = prod(inputs[i].value.shape)
+        _symmetrize(blocks[i][i], blocks[i][i].size // max(Ni * Ni, 1) if Ni else 0, Ni)
+        for j in range(i + 1, len(blocks)):  # H[j][i] is H[i][j] with its two input groups swapped
+            blocks[j][i] = _swap_groups(blocks[i][j], call, i, j, n_out, layout)
+    return tuple(tuple(row) for row in blocks)
+
+
+def _swap_groups(Hij: np.ndarray, call: _Call, i: int, j: int, p: int, layout: str) -> np.ndarray:
+    si, sj = call.trace.inputs[i].value.shape, call.trace.inputs[j].value.shape
+    if layout == "tensor":
+        ri, rj = len(si), len(sj)
+        axes = list(range(p)) + list(range(p + ri, p + ri + rj)) + list(range(p, p + ri))
+        return np.ascontiguousarray(np.transpose(Hij, axes))
+    lead = Hij.shape[:-2]
+    return np.ascontiguousarray(np.swapaxes(Hij.reshape(lead + (prod(si), prod(sj))), -1, -2))
+
+
+def hvp(f: Any, *args: Any, vector: Any, wrt: Any = 0, num_threads: int | None = None, **kwargs: Any) -> Any:
+    """Batched Hessian-vector products ``H @ v`` of a scalar function, never building H.
+
+    ``vector`` has shape ``(*batch, *x.shape)``; the result has the same shape:
+    ``res[b, n...] = sum_k H[n..., k...] v[b, k...]`` -- the directional derivative of the
+    gradient, by a forward sweep over the traced gradient computation.
+
+    Examples
+    --------
+    >>> import numpy as np, tensorjac as tj
+    >>> A = np.array([[1., 2.], [0., 3.]])
+    >>> tj.hvp(lambda x: x @ A @ x, np.zeros(2), vector=np.eye(2))   # the rows of A + A.T
+    array([[2., 2.],
+           [2., 6.]])
+    """
+    if isinstance(f, Op):
+        op = f
+        f = lambda *a, **k: op(*a, **k)
+    if isinstance(wrt, (tuple, list)):
+        raise ValueError("tj.hvp: wrt must be one argument")
+    g = _first_derivative(f, wrt)
+
+    def grad_only(*a: Any, **k: Any) -> Any:
+        G = g(*a, **k)
+        if G.ndim != np.ndim(a[wrt] if isinstance(wrt, int) else k.get(wrt, a[0])):
+            raise ValueError(f"tj.hvp needs a scalar function; its derivative has shape {G.shape}")
+        return G
+
+    res = jvp(grad_only, *args, tangent=vector, wrt=wrt, num_threads=num_threads, **kwargs)
+    if not np.isfinite(res).all():
+        _config.warn_nonfinite("tj.hvp", stacklevel=3)
+    return res
