@@ -65,3 +65,19 @@ def test_dense_terms_are_written_directly_in_every_layout():
         np.testing.assert_allclose(J, want, atol=1e-8)
         out = np.empty((200, 400))[:, ::2]  # a non-contiguous out=
         np.testing.assert_array_equal(tj.jacobian(f, x, layout=layout, out=out), J)
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (2, 1), (3, 37), (1, 100), (2, 64), (1, 65)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_symmetrize_kernel(m, n, dtype):
+    from tensorjac import _core
+
+    A = np.random.default_rng(m * n).standard_normal((m, n, n)).astype(dtype)
+    B = A.copy()
+    _core.symmetrize(B, m, n, 2)
+    np.testing.assert_array_equal(B, np.swapaxes(B, 1, 2))  # bitwise symmetric
+    want = (A + np.swapaxes(A, 1, 2)) * dtype(0.5)
+    np.testing.assert_array_equal(B, want)  # the same IEEE operations: exactly the mean
+    C = A.copy()
+    _core.symmetrize(C, m, n, 1)
+    np.testing.assert_array_equal(B, C)  # any thread count

@@ -13,9 +13,11 @@
 
 namespace tensorjac {
 
-constexpr std::int64_t kSymTile = 64;
+constexpr std::int64_t kSymTile = 32;
 
-// a: m contiguous n x n matrices (C order).
+// a: m contiguous n x n matrices (C order).  Each tile pair (bi, bj), bi <= bj, is read into two
+// small local buffers row by row (contiguous), averaged, and written back row by row: the
+// transposed accesses stay inside a few KiB instead of striding across pages.
 template <class T>
 void symmetrize(T* a, std::int64_t m, std::int64_t n, int nthreads) {
     if (m <= 0 || n < 2) return;
@@ -24,25 +26,46 @@ void symmetrize(T* a, std::int64_t m, std::int64_t n, int nthreads) {
     const std::int64_t tiles = checked_mul(m, pairs);
     const std::int64_t nn = checked_mul(n, n);
     const T half = T(0.5);
-    parallel_blocks(tiles, nthreads, kSymTile * kSymTile, [&](std::int64_t lo, std::int64_t hi, int) {
+    parallel_blocks(tiles, nthreads, 2 * kSymTile * kSymTile, [&](std::int64_t lo, std::int64_t hi, int) {
+        T up[kSymTile * kSymTile];  // A[bi rows, bj cols]
+        T lw[kSymTile * kSymTile];  // A[bj rows, bi cols]
+        std::int64_t k = lo / pairs, p = lo % pairs, bi = 0;
+        while (p >= nb - bi) {  // the p-th pair (bi, bj) with bi <= bj, row by row
+            p -= nb - bi;
+            ++bi;
+        }
+        std::int64_t bj = bi + p;
         for (std::int64_t t = lo; t < hi; ++t) {
-            const std::int64_t k = t / pairs;
-            std::int64_t p = t % pairs;
-            std::int64_t bi = 0;  // the p-th pair (bi, bj) with bi <= bj, row by row
-            while (p >= nb - bi) {
-                p -= nb - bi;
-                ++bi;
-            }
-            const std::int64_t bj = bi + p;
             T* A = a + k * nn;
-            const std::int64_t i0 = bi * kSymTile, i1 = std::min(n, i0 + kSymTile);
-            const std::int64_t j0 = bj * kSymTile, j1 = std::min(n, j0 + kSymTile);
-            for (std::int64_t i = i0; i < i1; ++i) {
-                for (std::int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-                    const T v = (A[i * n + j] + A[j * n + i]) * half;
-                    A[i * n + j] = v;
-                    A[j * n + i] = v;
+            const std::int64_t i0 = bi * kSymTile, ni = std::min(n, i0 + kSymTile) - i0;
+            const std::int64_t j0 = bj * kSymTile, nj = std::min(n, j0 + kSymTile) - j0;
+            for (std::int64_t r = 0; r < ni; ++r)
+                for (std::int64_t c = 0; c < nj; ++c) up[r * kSymTile + c] = A[(i0 + r) * n + j0 + c];
+            for (std::int64_t r = 0; r < nj; ++r)
+                for (std::int64_t c = 0; c < ni; ++c) lw[r * kSymTile + c] = A[(j0 + r) * n + i0 + c];
+            for (std::int64_t r = 0; r < ni; ++r)
+                for (std::int64_t c = (bi == bj ? r + 1 : 0); c < nj; ++c) {
+                    const T v = (up[r * kSymTile + c] + lw[c * kSymTile + r]) * half;
+                    up[r * kSymTile + c] = v;
+                    lw[c * kSymTile + r] = v;
                 }
+            if (bi == bj) {  // one tile: mirror its upper part into the lower (diagonal unchanged)
+                for (std::int64_t r = 0; r < ni; ++r)
+                    for (std::int64_t c = 0; c < r; ++c) up[r * kSymTile + c] = lw[r * kSymTile + c];
+                for (std::int64_t r = 0; r < ni; ++r)
+                    for (std::int64_t c = 0; c < nj; ++c) A[(i0 + r) * n + j0 + c] = up[r * kSymTile + c];
+            } else {
+                for (std::int64_t r = 0; r < ni; ++r)
+                    for (std::int64_t c = 0; c < nj; ++c) A[(i0 + r) * n + j0 + c] = up[r * kSymTile + c];
+                for (std::int64_t r = 0; r < nj; ++r)
+                    for (std::int64_t c = 0; c < ni; ++c) A[(j0 + r) * n + i0 + c] = lw[r * kSymTile + c];
+            }
+            if (++bj == nb) {  // next pair
+                if (++bi == nb) {
+                    bi = 0;
+                    ++k;
+                }
+                bj = bi;
             }
         }
     });
