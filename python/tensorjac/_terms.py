@@ -104,7 +104,11 @@ class Program:
     def einsum(self, subs: str, hs: Sequence[F], optimize: bool) -> F:
         arrays = [h.a for h in hs]
         path: Any = False
-        if optimize and len(arrays) > 1:
+        ins, out = subs.split("->")
+        summed = set(ins.replace(",", "")) - set(out)
+        # a planned path (BLAS) pays only for real contractions; products that sum nothing
+        # (outer products, broadcasting) are faster in einsum's own loop
+        if optimize and len(arrays) > 1 and summed:
             path = np.einsum_path(subs, *arrays, optimize="greedy")[0]
         return self._emit(_einsum_op, tuple(hs), np.einsum(subs, *arrays, optimize=path), subs=subs, path=path)
 
