@@ -654,6 +654,163 @@ def test_threads_give_bitwise_identical_results():
     assert np.array_equal(H1, H2)
 
 
+# ============================================================================ tj.check(..., order=2)
+
+CHECK_NAMES = NAMES  # every closed form above: no false failure
+
+
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_check_passes_on_exact_hessians(name):
+    f, args, wrt, want = CASES[name]
+    rep = tj.check(f, *args, jac=want(), wrt=wrt, order=2)
+    assert rep.passed, str(rep)
+    out_shape, in_shape = _groups(name)
+    N = int(np.prod(in_shape))
+    assert rep.order == 2 and rep.n_failed == 0 and rep.n_checked == int(np.prod(out_shape)) * N * N
+    assert rep.error_ratio.shape == out_shape + in_shape + in_shape
+    assert rep.n_evals > 1
+
+
+@pytest.mark.parametrize("method", ["central", "forward", "backward"])
+@pytest.mark.parametrize("name", ["slogdet(X)[1]", "MLP sum((tanh(X W) - Y)^2) wrt W", "vector softmax(x)",
+                                  "largest eigenvalue of X + X^T", "Rosenbrock"])
+def test_check_passes_with_other_methods(name, method):
+    f, args, wrt, want = CASES[name]
+    rep = tj.check(f, *args, jac=want(), wrt=wrt, method=method, order=2)
+    assert rep.passed, str(rep)
+
+
+@pytest.mark.parametrize("layout", ["matrix", "vec"])
+@pytest.mark.parametrize("name", ["rank-2 input sum(exp(X) X)", "vector tanh(A x)", "vector rank-3 in: einsum ijk,ijk->i",
+                                  "least squares wrt X"])
+def test_check_layouts(name, layout):
+    f, args, wrt, want = CASES[name]
+    out_shape, in_shape = _groups(name)
+    W = _to_layout(want(), out_shape, in_shape, layout)
+    assert tj.check(f, *args, jac=W, wrt=wrt, layout=layout, order=2).passed
+    # a planted wrong entry is named in tensor coordinates, whatever the layout
+    T = want().copy()
+    idx = tuple(s - 1 for s in T.shape)  # the last entry: its partner (n <-> k) is left alone
+    T[idx] += 1e-4 * max(1.0, np.abs(T).max())
+    rep = tj.check(f, *args, jac=_to_layout(T, out_shape, in_shape, layout), wrt=wrt, layout=layout, order=2)
+    assert not rep.passed and rep.n_failed == 1
+    P = len(out_shape)
+    assert (rep.worst[0].out_index, rep.worst[0].in_index) == (idx[:P], idx[P:])
+    assert rep.worst[0].failed and not any(e.failed for e in rep.worst[1:])
+
+
+@pytest.mark.parametrize(
+    "name, rel",
+    [("x@A@x", 1e-6), ("slogdet(X)[1]", 1e-6), ("two-layer MLP wrt W1", 1e-6), ("vector tanh(A x)", 1e-6),
+     ("rank-3 input sum((T @ C)^2)", 1e-6), ("logistic loss", 1e-6)],
+)
+def test_check_names_a_planted_wrong_entry(name, rel):
+    f, args, wrt, want = CASES[name]
+    H = want().copy()
+    flat = np.argmax(np.abs(H))
+    idx = np.unravel_index(flat, H.shape)
+    H[idx] *= 1 + rel  # a relative error of 1e-6 on the largest entry
+    rep = tj.check(f, *args, jac=H, wrt=wrt, order=2)
+    assert not rep.passed and rep.n_failed == 1
+    out_shape, _ = _groups(name)
+    P = len(out_shape)
+    w = rep.worst[0]
+    assert (w.out_index, w.in_index) == (tuple(int(i) for i in idx[:P]), tuple(int(i) for i in idx[P:]))
+    assert w.analytic == H[idx] and w.failed
+    assert abs(w.numeric - want()[idx]) < 0.1 * abs(H[idx] - want()[idx])  # fd resolves the planted error
+    text = str(rep)
+    assert "FAILED" in text and "Hessian layout 'tensor'" in text and "in index (n, k)" in text
+    with pytest.raises(tj.JacobianMismatchError):
+        rep.raise_if_failed()
+
+
+def test_check_catches_a_transposed_hessian():
+    """d^2 log|det X| has the commutation structure: H[i,j,k,l] = -inv(X)[j,k] inv(X)[l,i], not inv(X)[i,k] ..."""
+    Xi = Xsq_inv
+    wrong = -np.einsum("ik,lj->ijkl", Xi, Xi)  # a classic slip: d inv(X) without the transpose
+    rep = tj.check(lambda X: np.linalg.slogdet(X)[1], Xsq, wrong, order=2)
+    assert not rep.passed and rep.n_failed > 10
+
+
+def test_check_of_tj_hessian_results_and_callables():
+    f = lambda W: np.sum((np.tanh(Xm @ W) @ W2 - Ym) ** 2)
+    assert tj.check(f, W1, tj.hessian(f, W1), order=2).passed
+    assert tj.check(f, W1, lambda W: tj.hessian(f, W), order=2).passed  # a callable, evaluated at a copy of x
+    assert tj.check(_ls, Xd, wd, yd, jac=2 * Xd.T @ Xd, wrt=1, order=2).passed
+    assert tj.check(_ls, Xd, wd, yd, jac=2 * Xd.T @ Xd, wrt="w", order=2).passed  # by name
+
+
+def test_check_zero_hessian_where_f_and_its_hessian_vanish():
+    """f = c . (x - x0) at x0: f(x) = 0 and H = 0, but the slope is large; FD noise must not fail the check."""
+    c = 1e3 * rng.standard_normal(4)
+    f = lambda x: c @ (x - x4) + np.sum(x4**2) * 0.0
+    rep = tj.check(f, x4.copy(), np.zeros((4, 4)), order=2)
+    assert rep.passed, str(rep)
+    rep = tj.check(lambda x: np.sum((x - x4) ** 3), x4.copy(), np.zeros((4, 4)), order=2)  # f, grad and H vanish
+    assert rep.passed, str(rep)
+    bad = np.zeros((4, 4))
+    bad[1, 2] = 1e-4
+    assert not tj.check(lambda x: np.sum((x - x4) ** 3), x4.copy(), bad, order=2).passed
+
+
+def test_check_float32():
+    x = x4.astype(np.float32)
+    t = np.tanh(x)
+    want = np.diag(2 * (1 - t**2) * (1 - 3 * t**2)).astype(np.float32)
+    rep = tj.check(lambda v: np.sum(np.tanh(v) ** 2), x, want, order=2)
+    assert rep.passed, str(rep)
+    assert rep.rtol == pytest.approx(np.sqrt(np.finfo(np.float32).eps))
+    bad = want.copy()
+    bad[2, 2] *= 1.25  # float32 finite-difference Hessians resolve ~1e-2 relative errors, not 1e-6
+    rep = tj.check(lambda v: np.sum(np.tanh(v) ** 2), x, bad, order=2)
+    assert not rep.passed and rep.n_failed == 1 and rep.worst[0].in_index == (2, 2)
+
+
+def test_check_user_arrays_untouched():
+    x, H = x4.copy(), (A4 + A4.T).copy()
+    tj.check(lambda v: v @ A4 @ v, x, H, order=2)
+    assert np.array_equal(x, x4) and np.array_equal(H, A4 + A4.T)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(wrt=(0, 1)), ValueError, "one Hessian"),
+        (dict(layout="gradient"), ValueError, "layout"),
+        (dict(layout="diagonal"), ValueError, "layout"),
+        (dict(mode="fast"), ValueError, "mode"),
+        (dict(order=3), ValueError, "order"),
+        (dict(order=True), ValueError, "order"),
+        (dict(order="2"), ValueError, "order"),
+        (dict(method="spline"), ValueError, "method"),
+    ],
+)
+def test_check_order2_errors(kwargs, exc, match):
+    kw = dict(order=2)
+    kw.update(kwargs)
+    with pytest.raises(exc, match=match):
+        tj.check(_ls, Xd, wd, yd, jac=2 * Xd.T @ Xd, **({"wrt": 1} | kw))
+
+
+def test_check_order2_wrong_shape_and_dtype():
+    f = lambda x: np.tanh(A54 @ x)
+    with pytest.raises(ValueError, match=r"has shape \(5, 16\).*\(5, 4, 4\)"):
+        tj.check(f, x4, np.zeros((5, 16)), layout="matrix", order=2)
+    with pytest.raises(ValueError, match="fits layout='matrix'"):
+        tj.check(lambda X: np.sum(X**3), Xe, np.zeros((6, 6)), order=2)  # a matrix given as layout="tensor"
+    with pytest.raises(TypeError, match="dtype"):
+        tj.check(f, x4, np.zeros((5, 4, 4), dtype=object), order=2)
+
+
+def test_check_order2_plot():
+    pytest.importorskip("matplotlib")
+    rep = tj.check(lambda X: np.sum(np.exp(X) * X), Xe, np.zeros((2, 3, 2, 3)), order=2)
+    assert not rep.passed
+    fig = rep.plot()
+    img = fig.axes[0].images[0].get_array()
+    assert img.shape == (6, 6)
+
+
 # ============================================================================ known shortfalls (strict xfails)
 #
 # Each case below is computed correctly by tj.fd.hessian and by its closed form (test_known_closed_forms_are_right

@@ -1,4 +1,4 @@
-"""``tj.check``: is a hand-derived Jacobian right?  Compared with finite differences.
+"""``tj.check``: is a hand-derived Jacobian (or Hessian) right?  Compared with finite differences.
 
 See :func:`check` for the tolerances and the two modes.
 """
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from . import _config
 from ._fd import (
+    _HESSIAN_LAYOUTS,
     METHODS,
     NonFiniteWarning,
     Partial,
@@ -28,7 +30,9 @@ from ._fd import (
     resolve_wrt,
     tensor_view,
 )
-from ._layout import LAYOUTS, layout_placement
+from ._fd import hessian as fd_hessian
+from ._fd import jacobian as fd_jacobian
+from ._layout import LAYOUTS, layout_placement, prod
 
 __all__ = ["CheckEntry", "CheckReport", "CheckReports", "JacobianMismatchError", "check"]
 
@@ -66,6 +70,9 @@ class JacobianMismatchError(AssertionError):
 @dataclass(frozen=True)
 class CheckEntry:
     """One entry ``T[out_index, in_index]`` of the compared Jacobians.
+
+    For a Hessian (``tj.check(..., order=2)``) ``in_index`` is the pair ``(n..., k...)`` of
+    ``H[m..., n..., k...]``: the two input indices one after the other.
 
     Examples
     --------
@@ -128,9 +135,10 @@ class CheckReport:
     in_shape: tuple[int, ...]
     n_failed: int
     n_checked: int
-    # |analytic - numeric| / tolerance over T[m..., n...] (full) or over
-    # (direction, m...) (fast mode that passed); for plot().
+    # |analytic - numeric| / tolerance over T[m..., n...] (full; H[m..., n..., k...] for order 2) or
+    # over (direction, m...) (fast mode that passed); for plot().
     error_ratio: np.ndarray | None = field(default=None, repr=False)
+    order: int = 1  # 1: a Jacobian was checked; 2: a Hessian (tj.check(..., order=2))
 
     def raise_if_failed(self) -> CheckReport:
         """Raise :class:`JacobianMismatchError` (an AssertionError) unless the check passed."""
@@ -148,14 +156,16 @@ class CheckReport:
         lines = [
             f"tensorjac.check {status}: {self.n_failed} of {self.n_checked} {unit} outside tolerance "
             f"(mode {self.mode}, method {self.method}, {self.n_evals} evaluations of f)",
-            f"f: x {shp(self.in_shape)} -> f(x) {shp(self.out_shape)}; Jacobian layout {self.layout!r}",
+            f"f: x {shp(self.in_shape)} -> f(x) {shp(self.out_shape)}; "
+            f"{'Hessian' if self.order == 2 else 'Jacobian'} layout {self.layout!r}",
             f"max abs err {self.max_abs_err:.3e}   max rel err {self.max_rel_err:.3e}   "
             f"rtol {self.rtol:.2e}   atol {self.atol:.2e}   (+ {self.err_factor:g} x FD error estimate)",
         ]
         shown = [e for e in self.worst if e.failed] if not self.passed else self.worst[:3]
         if shown:
             lines.append("worst entries, by |analytic - numeric| / tol:")
-            head = ("out index", "in index", "analytic", "numeric", "abs err", "rel err", "tol", "result")
+            head = ("out index", "in index (n, k)" if self.order == 2 else "in index", "analytic", "numeric",
+                    "abs err", "rel err", "tol", "result")
             rows = [
                 (format_index(e.out_index), format_index(e.in_index), _num(e.analytic), _num(e.numeric),
                  f"{e.abs_err:.2e}", f"{e.rel_err:.2e}", f"{e.tol:.2e}", "FAIL" if e.failed else "ok")
@@ -172,7 +182,8 @@ class CheckReport:
 
         Rows are the outputs m and columns the inputs n, both flattened in C
         order, with lines between the blocks of the leading axes so a wrong
-        block stands out.  Values above 0 fail.  Needs matplotlib
+        block stands out (for a Hessian, rows are the pairs (m, n) and columns k).
+        Values above 0 fail.  Needs matplotlib
         (``pip install 'tensorjac[plot]'``).
         """
         try:
@@ -197,11 +208,19 @@ class CheckReport:
             data = ratio.reshape(ratio.shape[0], M).T
             xlabel = "random direction u (fast mode: directional check only)"
             col_shape: tuple[int, ...] = (data.shape[1],)
+        elif self.order == 2:  # rows (m, n), columns k: an N x N picture for a scalar f
+            data = ratio.reshape(-1, max(1, prod(self.in_shape)))
+            xlabel = f"input entry k of x {self.in_shape} (C order)"
+            col_shape = self.in_shape
         else:
             data = ratio.reshape(M, -1)
             xlabel = f"input entry n of x {self.in_shape} (C order)"
             col_shape = self.in_shape
         ylabel = f"output entry m of f(x) {self.out_shape} (C order)"
+        row_shape = self.out_shape
+        if self.order == 2:
+            ylabel = f"output entry m of f(x) {self.out_shape}, then input entry n of x {self.in_shape} (C order)"
+            row_shape = self.out_shape + self.in_shape
         with np.errstate(divide="ignore"):
             logr = np.log10(np.where(np.isfinite(data), data, np.inf))
         finite = logr[np.isfinite(logr)]
@@ -212,7 +231,7 @@ class CheckReport:
         fig.colorbar(im, ax=ax, label="log10(|analytic - numeric| / tol)   (> 0 fails)")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        for shape, line in ((self.out_shape, ax.axhline), (col_shape, ax.axvline)):
+        for shape, line in ((row_shape, ax.axhline), (col_shape, ax.axvline)):
             if len(shape) >= 2 and shape[0] > 1:
                 block = int(np.prod(shape[1:], dtype=np.int64))
                 for b in range(1, shape[0]):
@@ -312,8 +331,9 @@ def check(
     seed: int | None = 0,
     directions: int = 2,
     progress: bool = False,
+    order: int = 1,
 ) -> Any:
-    """Compare a Jacobian with finite differences of ``f``.
+    """Compare a Jacobian (or, with ``order=2``, a Hessian) with finite differences of ``f``.
 
     Call it as ``check(f, x, jac)`` or, for a function of several arguments,
     ``check(f, *args, jac)``: the last positional argument is the Jacobian
@@ -350,6 +370,11 @@ def check(
     vectorized, num_threads, executor, progress
         Passed to the finite-difference engine (see ``tj.fd.jacobian``);
         ``progress`` shows a tqdm bar in full mode.
+    order : {1, 2}
+        1 (default): ``jac`` is the Jacobian.  2: it is the Hessian
+        ``H[m..., n..., k...] = d^2 f[m...] / dx[n...] dx[k...]`` in the layouts of
+        :func:`tensorjac.hessian` ("tensor", "matrix" or "vec"), compared with
+        :func:`tensorjac.fd.hessian` (see "Hessians" below).
 
     Returns
     -------
@@ -392,6 +417,30 @@ def check(
     then names the wrong entries.  Near the FD noise floor (entries below ~1e-8
     of f's scale) the screen can miss an error that the full mode would catch.
 
+    Hessians (``order=2``).  The reference is ``tj.fd.hessian(f, ..., method=method,
+    return_error=True)``: a Jacobian of finite-difference Jacobians, whose error is
+    much larger than a Jacobian's (typically 1e-9 to 1e-7 of the Hessian's scale with
+    Richardson, 1e-6 with central differences; ~1e-2 for float32 f), so the comparison leans on its
+    per-entry error estimate ``err`` (outer truncation, inner rounding amplified by
+    the outer differences, and the asymmetry ``|H - H^T| / 2``).  Entry
+    ``H[m, n, k]`` passes when::
+
+        |analytic - numeric| <= atol + rtol * |numeric| + 10 * err[m, n, k]
+
+    with ``rtol = sqrt(eps)`` and ``atol = eps**(2/3) * scale`` as for Jacobians,
+    ``scale`` being the largest of ``max|H|`` (given), ``max|numeric|``,
+    ``max|f(x)| / max(1, max|x|)**2`` and ``max|J| / max(1, max|x|)`` (J the central
+    finite-difference Jacobian at x, which costs 2N + 1 more evaluations and
+    covers a Hessian that vanishes where f and its slope do not).  On 45 exact
+    Hessians of the test suite the largest ``|analytic - numeric| / tol`` is 0.1
+    (Richardson) and 0.2 (central or forward differences).  Only ``mode="full"``
+    and a single ``wrt`` are supported (check each diagonal block of a tuple
+    ``wrt`` with its own call; mixed blocks have no finite-difference reference).
+    The report's ``worst`` entries have ``in_index`` = ``(n..., k...)``, its
+    ``n_checked`` is ``M * N * N`` and its ``n_evals`` counts the calls of f made
+    in this process.  Memory: the finite-difference Hessian, its error estimate
+    and the float32 ``error_ratio`` (the comparison goes block by block).
+
     Examples
     --------
     >>> import numpy as np
@@ -407,14 +456,29 @@ def check(
     >>> rep = tj.check(lambda v: np.tanh(W @ v), x, bad)
     >>> rep.passed, rep.n_failed, rep.worst[0].in_index
     (False, 1, (0,))
+
+    A Hessian: ``x @ A @ x`` has ``A + A.T``; a wrong entry is named by ``in_index = (n, k)``:
+
+    >>> A = np.array([[1.0, 2.0], [0.0, 3.0]])
+    >>> tj.check(lambda v: v @ A @ v, x, A + A.T, order=2).passed
+    True
+    >>> rep = tj.check(lambda v: v @ A @ v, x, 2 * A, order=2)      # forgot to symmetrize
+    >>> rep.passed, rep.n_failed, sorted(e.in_index for e in rep.worst if e.failed)
+    (False, 2, [(0, 1), (1, 0)])
     """
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ValueError(f"tj.check: order must be 1 (a Jacobian) or 2 (a Hessian), got {order!r}")
     if jac is None:
         if len(args) < 2:
             raise TypeError("tj.check: pass f, its argument(s) and the Jacobian: check(f, x, jac)")
         args, jac = args[:-1], args[-1]
     elif not args:
         raise TypeError("tj.check: pass f and its argument(s): check(f, x, jac=...)")
-    layout = check_layout(layout)
+    if order == 1:
+        layout = check_layout(layout)
+    elif not isinstance(layout, str) or layout not in _HESSIAN_LAYOUTS:
+        raise ValueError(f"tj.check: order=2 checks a Hessian in layout {', '.join(map(repr, _HESSIAN_LAYOUTS))} "
+                         f"(those of tj.hessian), got {layout!r}")
     if mode not in ("full", "fast"):
         raise ValueError(f"tj.check: mode must be 'full' or 'fast', got {mode!r}")
     if method not in METHODS:
@@ -425,6 +489,16 @@ def check(
     if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
         raise ValueError(f"tj.check: directions must be a positive int, got {directions!r}")
     positions, many = resolve_wrt(f, len(args), wrt, "tj.check")
+    if order == 2:
+        if many:
+            raise ValueError(
+                f"tj.check: order=2 checks one Hessian at a time, but wrt={wrt!r} is a tuple; check each diagonal "
+                "block d^2 f / dx_i^2 with its own call (wrt=i): mixed blocks have no finite-difference reference"
+            )
+        if mode != "full":
+            raise ValueError(f"tj.check: order=2 compares every entry (mode='full'); got mode={mode!r}")
+        return _check_hessian(f, args, positions[0], jac, layout, method, step, rtol, atol, vectorized,
+                              num_threads, executor, progress)
     if many:
         if not isinstance(jac, (tuple, list)) or len(jac) != len(positions):
             raise ValueError(f"tj.check: wrt={wrt!r} needs a tuple of {len(positions)} Jacobians as jac")
@@ -639,4 +713,170 @@ def _fast(prob: Problem, A: np.ndarray, layout: str, method: str, rtol: float, a
         n_checked=int(diff.size),
         error_ratio=ratio.reshape((n_dir,) + prob.out_shape),
         **common,
+    )
+
+
+# ----------------------------------------------------------------------------- Hessians (order=2)
+
+
+def _unwrap(f: Callable[..., Any]) -> Callable[..., Any]:
+    return f
+
+
+class _Counted:
+    """f, counting its evaluations in this process (pickled, e.g. for a process pool, it is f itself)."""
+
+    def __init__(self, f: Callable[..., Any], pos: int, ndim: int, vectorized: bool) -> None:
+        self.f, self.pos, self.ndim, self.vectorized = f, pos, ndim, vectorized
+        self.__wrapped__ = f  # inspect.signature (argument names in messages) sees f
+        self.n = 0
+
+    def __call__(self, *a: Any, **k: Any) -> Any:
+        shp: tuple[int, ...] = np.shape(a[self.pos]) if self.pos < len(a) else ()
+        self.n += shp[0] if self.vectorized and len(shp) > self.ndim else 1  # a stack: one evaluation per row
+        return self.f(*a, **k)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unwrap, (self.f,))
+
+
+def _hessian_shape(layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if layout == "tensor":
+        return out_shape + in_shape + in_shape
+    N = prod(in_shape)
+    return (N, N) if out_shape == () else (prod(out_shape), N, N)
+
+
+def _read_hessian(A: np.ndarray, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> np.ndarray:
+    """The user's Hessian as a tensor H[m..., n..., k...] (a view where possible); ValueError on a wrong shape."""
+    want = _hessian_shape(layout, out_shape, in_shape)
+    if A.shape != want:
+        squeeze = lambda s: tuple(d for d in s if d != 1)
+        if squeeze(A.shape) != squeeze(want):
+            fits = [L for L in _HESSIAN_LAYOUTS if squeeze(_hessian_shape(L, out_shape, in_shape)) == squeeze(A.shape)]
+            hint = f"; that shape fits layout={fits[0]!r}" if fits else ""
+            raise ValueError(
+                f"tj.check: the Hessian has shape {A.shape}, but for f: x {in_shape} -> f(x) {out_shape} the "
+                f"{layout!r} layout has shape {want}{hint}"
+            )
+        A = A.reshape(want)  # only size-1 axes differ: the same entries in the same order
+    if layout == "tensor":
+        return A
+    if layout == "matrix":
+        return A.reshape(out_shape + in_shape + in_shape)
+    # "vec": each group flattened column-major, i.e. its axes reversed, then C order
+    P, R = len(out_shape), len(in_shape)
+    T = A.reshape(out_shape[::-1] + in_shape[::-1] + in_shape[::-1])
+    return T.transpose(tuple(range(P))[::-1] + tuple(range(P, P + R))[::-1] + tuple(range(P + R, P + 2 * R))[::-1])
+
+
+def _rows(T: np.ndarray, lead: tuple[int, ...], r0: int, r1: int, N: int) -> np.ndarray:
+    """Rows [r0, r1) of T[lead..., k...] seen as (prod(lead), N) (C order over lead), for any strides."""
+    if not lead:
+        return np.asarray(T).reshape(1, N)
+    key: tuple[Any, ...] = (*np.unravel_index(np.arange(r0, r1), lead), Ellipsis)
+    return T[key].reshape(r1 - r0, N)
+
+
+def _check_hessian(f: Callable[..., Any], args: tuple[Any, ...], pos: int, H: Any, layout: str, method: str,
+                   step: Any, rtol: float | None, atol: float | None, vectorized: bool, num_threads: int | None,
+                   executor: Executor | None, progress: bool) -> CheckReport:
+    argname = _argname(f, pos, len(args))
+    g = f if len(args) == 1 else Partial(f, args, pos)
+    with Problem(g, args[pos], what="tj.check", argname=argname) as prob:  # x, f(x) and the shapes
+        x, y0 = prob.x, prob.y0
+        out_shape, in_shape, M, N = prob.out_shape, prob.in_shape, prob.M, prob.N
+        if callable(H):
+            try:
+                H = H(*[np.array(a, copy=True) for a in args]) if len(args) > 1 else H(x.copy())
+            except Exception as e:
+                _annotate(e, "tj.check: raised by the Hessian callable under test")
+                raise
+    A = np.asarray(H)
+    if A.dtype.kind not in "biufc":
+        raise TypeError(f"tj.check: the Hessian has dtype {A.dtype}; expected a numeric array")
+    A_t = _read_hessian(A, layout, out_shape, in_shape)
+    eps = _eps(x.dtype, y0.dtype, A.dtype)
+    rtol_ = float(np.sqrt(eps)) if rtol is None else float(rtol)
+    fdt = np.result_type(x.dtype, y0.dtype)
+    # fd.hessian refuses (before allocating) what exceeds the budget for its own arrays; add the error ratio
+    _config.check_budget((M, N, N), 4 * max(fdt.itemsize, 8) + 4,
+                         what="Hessian check (finite-difference Hessian, its error estimate and the error ratio)")
+    counted = _Counted(f, pos, x.ndim, vectorized)
+    F, E = fd_hessian(counted, *args, wrt=pos, method=method, step=step, vectorized=vectorized,
+                      num_threads=num_threads, executor=executor, layout="tensor", return_error=True,
+                      progress=progress)
+    J = fd_jacobian(counted, *args, wrt=pos, method="central", vectorized=vectorized, num_threads=num_threads,
+                    executor=executor) if N and M and atol is None else np.zeros(0)
+    P = len(out_shape)
+    lead = out_shape + in_shape
+    rows = M * N
+    Fr, Er = F.reshape(rows, N), E.reshape(rows, N)
+    block = max(1, (1 << 18) // max(N, 1))
+    finite_max = lambda a: float(np.max(np.abs(a), initial=0.0, where=np.isfinite(a)))
+    absA = 0.0
+    for r0 in range(0, rows, block):
+        absA = max(absA, finite_max(_rows(A_t, lead, r0, min(rows, r0 + block), N)))
+    xmax = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+    scale = max(absA, finite_max(F), finite_max(y0) / xmax**2, finite_max(J) / xmax)
+    atol_ = eps ** (2 / 3) * scale if atol is None else float(atol)
+    ctype = np.result_type(A.dtype, F.dtype, np.float64)
+    ratio = np.zeros((rows, N), np.float32)
+    n_failed, max_abs, max_rel, nonfinite = 0, 0.0, 0.0, 0
+    heap: list[tuple[float, int, CheckEntry]] = []
+    for r0 in range(0, rows, block):
+        r1 = min(rows, r0 + block)
+        An = _rows(A_t, lead, r0, r1, N).astype(ctype)
+        Nm = Fr[r0:r1].astype(ctype)
+        absN = np.abs(Nm)
+        diff = np.abs(An - Nm)
+        tol = atol_ + rtol_ * absN + ERR_FACTOR * Er[r0:r1]
+        ok = (diff <= tol) & np.isfinite(An) & np.isfinite(Nm)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(diff == 0, 0.0, diff / tol)
+            r = np.where(np.isnan(r) | ~(ok | np.isfinite(diff)), np.inf, r)
+            denom = np.maximum(np.abs(An), absN)
+            rel = np.where(denom > 0, diff / np.where(denom > 0, denom, 1.0), np.where(diff > 0, np.inf, 0.0))
+        ratio[r0:r1] = r
+        nonfinite += int(Nm.size - np.count_nonzero(np.isfinite(Nm)))
+        n_failed += int(ok.size - np.count_nonzero(ok))
+        if diff.size:
+            max_abs = max(max_abs, float(np.max(diff)))
+            max_rel = max(max_rel, float(np.max(rel)))
+        flat = r.reshape(-1)
+        k = min(N_WORST, flat.size)
+        top = np.argpartition(-flat, k - 1)[:k] if flat.size > k else np.arange(flat.size)
+        for i in top:
+            rr, kk = divmod(int(i), N)
+            gidx = (r0 + rr) * N + kk  # the position in H[m..., n..., k...] (ties: the first one wins)
+            idx = tuple(int(v) for v in np.unravel_index(gidx, lead + in_shape))
+            entry = CheckEntry(out_index=idx[:P], in_index=idx[P:], analytic=_scalar(An[rr, kk]),
+                               numeric=_scalar(Nm[rr, kk]), abs_err=float(diff[rr, kk]),
+                               rel_err=float(rel[rr, kk]), tol=float(tol[rr, kk]), failed=not bool(ok[rr, kk]))
+            item = (float(flat[i]), -gidx, entry)
+            if len(heap) < N_WORST:
+                heapq.heappush(heap, item)  # type: ignore[misc]
+            elif (item[0], item[1]) > (heap[0][0], heap[0][1]):
+                heapq.heapreplace(heap, item)  # type: ignore[misc]
+    if nonfinite:
+        warnings.warn(f"tj.check: f returned non-finite values; {nonfinite} finite-difference Hessian entries are "
+                      "not finite (they fail the check)", NonFiniteWarning, stacklevel=3)
+    return CheckReport(
+        passed=n_failed == 0,
+        max_abs_err=max_abs,
+        max_rel_err=max_rel,
+        n_evals=counted.n + 1,  # and the evaluation at x above
+        worst=[e for _, _, e in sorted(heap, key=lambda t: (-t[0], -t[1]))],
+        rtol=rtol_,
+        atol=atol_,
+        err_factor=ERR_FACTOR,
+        mode="full",
+        method=method,
+        layout=layout,
+        out_shape=out_shape,
+        in_shape=in_shape,
+        n_failed=n_failed,
+        n_checked=M * N * N,
+        error_ratio=ratio.reshape(lead + in_shape),
+        order=2,
     )
