@@ -5,7 +5,8 @@
 // call then only resolves strides of the actual output and factor arrays.
 #include "common.hpp"
 
-#include <cmath>
+#include <tuple>
+
 #include "tensorjac/expand.hpp"
 
 namespace tjb {
@@ -29,32 +30,15 @@ struct TermSpec {
     std::vector<FactorRef> factors;
 };
 
+// Per-dtype storage of a call's term list and factor handles, reused by the
+// next call (no allocation per call once warm).  Only touched with the GIL
+// held; a call made while another one's kernel runs (GIL released) uses its own.
 template <class T>
-bool finite_value(T v) {
-    if constexpr (std::is_floating_point_v<T>) return std::isfinite(v);
-    else return std::isfinite(v.real()) && std::isfinite(v.imag());
-}
-
-// True when every element of a (strided) factor array is finite.
-template <class T>
-bool all_finite(const py::array_t<T>& a) {
-    const auto nd = a.ndim();
-    const T* base = a.data();
-    if (a.size() == 0) return true;
-    std::vector<i64> idx(nd, 0);
-    const auto str = elem_strides(a);
-    i64 off = 0;
-    for (i64 n = 0, total = a.size(); n < total; ++n) {
-        if (!finite_value(base[off])) return false;
-        for (auto d = nd - 1; d >= 0; --d) {  // odometer
-            off += str[d];
-            if (++idx[d] < a.shape(d)) break;
-            off -= str[d] * a.shape(d);
-            idx[d] = 0;
-        }
-    }
-    return true;
-}
+struct Scratch {
+    std::vector<py::array_t<T>> arrs;
+    std::vector<tensorjac::Term<T>> terms;
+    std::vector<i64> shape, ostr;
+};
 
 class ExpandPlan {
 public:
@@ -108,16 +92,17 @@ public:
         nbytes_ = tensorjac::checked_mul(total, static_cast<i64>(dtype_.itemsize()));
     }
 
-    // Writes the Jacobian into `out` (allocated here when None) and returns it; with
-    // accumulate=True, adds it to the contents of `out` instead.
+    // Writes the Jacobian into `out` (allocated here when None) and returns (it, whether every
+    // factor value read was finite); with accumulate=True, adds it to the contents of `out` instead.
     py::tuple call(const py::object& out_obj, const py::sequence& factors, i64 num_threads,
                    bool accumulate) const {
-        py::array res = call_array(out_obj, factors, num_threads, accumulate);
-        return py::make_tuple(res, finite_);
+        bool finite = true;
+        py::array res = call_array(out_obj, factors, num_threads, accumulate, finite);
+        return py::make_tuple(res, finite);
     }
 
     py::array call_array(const py::object& out_obj, const py::sequence& factors, i64 num_threads,
-                         bool accumulate) const {
+                         bool accumulate, bool& finite) const {
         if (out_obj.is_none()) {
             if (accumulate) throw py::value_error("accumulate=True needs an out array");
             // Lazily zeroed pages pay off for sparse results of moderate size; a large result is
@@ -125,99 +110,120 @@ public:
             // a scattered structure touches in page faults that Ctrl-C cannot stop.
             if (covers_ || nbytes_ > kLazyZeroMax) {
                 py::array out(dtype_, shape_);
-                run(out, factors, num_threads, tensorjac::ExpandMode::write);
+                finite = run(out, factors, num_threads, tensorjac::ExpandMode::write);
                 return out;
             }
             // Sparse structure: numpy.zeros gives lazily zeroed pages, so untouched memory is never written.
             py::array out = py::module_::import("numpy").attr("zeros")(py::tuple(py::cast(shape_)), dtype_);
-            run(out, factors, num_threads, tensorjac::ExpandMode::zeroed);
+            finite = run(out, factors, num_threads, tensorjac::ExpandMode::zeroed);
             return out;
         }
         py::array out(out_obj);
-        run(out, factors, num_threads, accumulate ? tensorjac::ExpandMode::accumulate : tensorjac::ExpandMode::write);
+        finite = run(out, factors, num_threads,
+                     accumulate ? tensorjac::ExpandMode::accumulate : tensorjac::ExpandMode::write);
         return out;
     }
 
-    void run(py::array out, const py::sequence& factors, i64 num_threads, tensorjac::ExpandMode mode) const {
+    // Returns whether every factor value the kernel read was finite.
+    bool run(py::array out, const py::sequence& factors, i64 num_threads, tensorjac::ExpandMode mode) const {
         if (!out.writeable()) throw py::value_error("out: array is read-only");
         if (!element_strided(out)) {
             // e.g. a packed structured field: work on a contiguous twin, then let numpy copy.
             auto np = py::module_::import("numpy");
             py::array twin = mode == tensorjac::ExpandMode::accumulate ? py::array(np.attr("ascontiguousarray")(out))
                                                                        : py::array(out.dtype(), shape_of(out));
-            run(twin, factors, num_threads,
-                mode == tensorjac::ExpandMode::accumulate ? mode : tensorjac::ExpandMode::write);
+            const bool finite = run(twin, factors, num_threads,
+                                    mode == tensorjac::ExpandMode::accumulate ? mode : tensorjac::ExpandMode::write);
             np.attr("copyto")(out, twin);
-            return;
+            return finite;
         }
         if (out.ndim() != out_ndim_)
             throw py::value_error("out: expected " + std::to_string(out_ndim_) + " dimensions, got " +
                                   std::to_string(out.ndim()));
         if (static_cast<int>(py::len(factors)) != nslots_)
             throw py::value_error("ExpandPlan.run: wrong number of factor arrays");
-        const auto shape = shape_of(out);
+        return dispatch(out.dtype(), "out", [&](auto tag) {
+            using T = decltype(tag);
+            Scratch<T>& mine = std::get<Scratch<T>>(scratch_);
+            if (busy_) {  // another call's kernel is running (it released the GIL): use fresh storage
+                Scratch<T> own;
+                return run_typed<T>(out, factors, num_threads, mode, own);
+            }
+            busy_ = true;
+            struct Release {
+                Scratch<T>& s;
+                bool& busy;
+                ~Release() {
+                    s.arrs.clear();  // drop the references to this call's factors (the capacity stays)
+                    busy = false;
+                }
+            } release{mine, busy_};
+            return run_typed<T>(out, factors, num_threads, mode, mine);
+        });
+    }
+
+    template <class T>
+    bool run_typed(py::array& out, const py::sequence& factors, i64 num_threads, tensorjac::ExpandMode mode,
+                   Scratch<T>& sc) const {
+        const int nd = out_ndim_;
+        sc.shape.assign(out.shape(), out.shape() + nd);
+        sc.ostr.resize(nd);
+        const i64 item = static_cast<i64>(out.itemsize());
         bool empty = false;
         i64 total = 1;
-        for (auto s : shape) {
-            empty |= (s == 0);
-            total = tensorjac::checked_mul(total, s);
+        for (int d = 0; d < nd; ++d) {
+            sc.ostr[d] = out.strides(d) / item;
+            empty |= (sc.shape[d] == 0);
+            total = tensorjac::checked_mul(total, sc.shape[d]);
         }
         for (const auto& reach : reach_)
-            for (int d = 0; d < out_ndim_ && !empty; ++d)
-                if (reach[d] >= shape[d]) throw py::value_error("out: shape too small for this Jacobian");
-        dispatch(out.dtype(), "out", [&](auto tag) {
-            using T = decltype(tag);
-            std::vector<py::array_t<T>> arrs;
-            arrs.reserve(nslots_);
-            for (int s = 0; s < nslots_; ++s) arrs.push_back(as_typed<T>(factors[s], "factor"));
-            const auto ostr = elem_strides(out);
-            std::vector<tensorjac::Term<T>> terms;
-            terms.reserve(specs_.size());
-            for (const auto& spec : specs_) {
-                tensorjac::Term<T> term;
-                if constexpr (std::is_floating_point_v<T>) term.coef = static_cast<T>(spec.coef.real());
-                else term.coef = T(spec.coef);
-                term.size = spec.size;
-                term.out_stride.assign(spec.size.size(), 0);
-                for (const auto& bd : spec.out)
-                    term.out_stride[bd.var] = tensorjac::checked_add(
-                        term.out_stride[bd.var], tensorjac::checked_mul(bd.mult, ostr[bd.dim]));
-                for (const auto& fr : spec.factors) {
-                    const auto& a = arrs[fr.slot];
-                    if (a.ndim() != static_cast<py::ssize_t>(fr.axis_var.size()))
-                        throw py::value_error("factor " + std::to_string(fr.slot) + ": expected " +
-                                              std::to_string(fr.axis_var.size()) + " dimensions, got " +
-                                              std::to_string(a.ndim()));
-                    tensorjac::Factor<T> f;
-                    f.data = a.data();
-                    f.stride.assign(spec.size.size(), 0);
-                    const auto fstr = elem_strides(a);
-                    for (std::size_t ax = 0; ax < fr.axis_var.size(); ++ax) {
-                        const int v = fr.axis_var[ax];
-                        if (a.shape(ax) != spec.size[v])
-                            throw py::value_error("factor " + std::to_string(fr.slot) + ": axis " +
-                                                  std::to_string(ax) + " has length " +
-                                                  std::to_string(a.shape(ax)) + ", expected " +
-                                                  std::to_string(spec.size[v]));
-                        f.stride[v] = tensorjac::checked_add(f.stride[v], fstr[ax]);
-                    }
-                    term.factors.push_back(std::move(f));
+            for (int d = 0; d < nd && !empty; ++d)
+                if (reach[d] >= sc.shape[d]) throw py::value_error("out: shape too small for this Jacobian");
+        sc.arrs.clear();
+        for (int s = 0; s < nslots_; ++s) sc.arrs.push_back(as_typed<T>(factors[s], "factor"));
+        sc.terms.resize(specs_.size());
+        for (std::size_t t = 0; t < specs_.size(); ++t) {
+            const TermSpec& spec = specs_[t];
+            tensorjac::Term<T>& term = sc.terms[t];
+            if constexpr (std::is_floating_point_v<T>) term.coef = static_cast<T>(spec.coef.real());
+            else term.coef = T(spec.coef);
+            const std::size_t V = spec.size.size();
+            term.size.assign(spec.size.begin(), spec.size.end());
+            term.out_stride.assign(V, 0);
+            for (const auto& bd : spec.out)
+                term.out_stride[bd.var] = tensorjac::checked_add(
+                    term.out_stride[bd.var], tensorjac::checked_mul(bd.mult, sc.ostr[bd.dim]));
+            term.factors.resize(spec.factors.size());
+            for (std::size_t k = 0; k < spec.factors.size(); ++k) {
+                const FactorRef& fr = spec.factors[k];
+                const auto& a = sc.arrs[fr.slot];
+                if (a.ndim() != static_cast<py::ssize_t>(fr.axis_var.size()))
+                    throw py::value_error("factor " + std::to_string(fr.slot) + ": expected " +
+                                          std::to_string(fr.axis_var.size()) + " dimensions, got " +
+                                          std::to_string(a.ndim()));
+                tensorjac::Factor<T>& f = term.factors[k];
+                f.data = a.data();
+                f.stride.assign(V, 0);
+                for (std::size_t ax = 0; ax < fr.axis_var.size(); ++ax) {
+                    const int v = fr.axis_var[ax];
+                    if (a.shape(ax) != spec.size[v])
+                        throw py::value_error("factor " + std::to_string(fr.slot) + ": axis " + std::to_string(ax) +
+                                              " has length " + std::to_string(a.shape(ax)) + ", expected " +
+                                              std::to_string(spec.size[v]));
+                    if (a.strides(ax) % static_cast<py::ssize_t>(sizeof(T)))
+                        throw py::value_error("array strides are not a multiple of its itemsize");
+                    f.stride[v] = tensorjac::checked_add(f.stride[v], a.strides(ax) / static_cast<i64>(sizeof(T)));
                 }
-                terms.push_back(std::move(term));
             }
-            // The package's non-finite policy: warn when a factor (hence, possibly, the result) is not
-            // finite.  Factors are small next to the result, so the scan is cheap.
-            bool finite = true;
-            for (const auto& a : arrs) {
-                finite = all_finite<T>(a);
-                if (!finite) break;
-            }
-            finite_ = finite;
-            T* data = static_cast<T*>(out.mutable_data());
-            const int nt = resolve_threads(num_threads);
-            // Interruptible: on Ctrl-C `out` is left partly written (a fresh result is dropped).
-            run_kernel(total, [&] { tensorjac::expand<T>(data, shape, ostr, terms, nt, mode); });
-        });
+        }
+        T* data = static_cast<T*>(out.mutable_data());
+        const int nt = resolve_threads(num_threads);
+        // The package's non-finite policy: report whether a factor value (hence, possibly, the
+        // result) is not finite; the kernel checks what it reads (big factors as it reads them).
+        bool finite = true;
+        // Interruptible: on Ctrl-C `out` is left partly written (a fresh result is dropped).
+        run_kernel(total, [&] { tensorjac::expand<T>(data, sc.shape, sc.ostr, sc.terms, nt, mode, &finite); });
+        return finite;
     }
 
 private:
@@ -230,7 +236,8 @@ private:
     bool covers_ = false;
     i64 nbytes_ = 0;
     static constexpr i64 kLazyZeroMax = i64(64) << 20;
-    mutable bool finite_ = true;  // were the factors of the last call all finite? (read right after it, GIL held)
+    mutable std::tuple<Scratch<float>, Scratch<double>, Scratch<c64>, Scratch<c128>> scratch_;
+    mutable bool busy_ = false;  // scratch_ in use by a running call (set and cleared with the GIL held)
 };
 
 }  // namespace
@@ -242,7 +249,7 @@ void bind_expand(py::module_& m) {
         .def("__call__", &ExpandPlan::call, py::arg("out"), py::arg("factors"), py::arg("num_threads") = 0,
              py::arg("accumulate") = false,
              "Write the Jacobian into out (or a new array when out is None); accumulate=True adds it to "
-             "out instead.  Returns (result, whether every factor was finite).");
+             "out instead.  Returns (result, whether every factor value read was finite).");
 }
 
 }  // namespace tjb
