@@ -213,8 +213,9 @@ def apply_deriv(
     _config.check_budget((nb, *dst_shape), dt.itemsize, what=f"{mode.upper()} result")
     if _traced(vec) or _traced(value) or any(_traced(a) for a in args):
         # inside a differentiated function (a Hessian): only numpy operations that are traced in turn
-        facs = [f if f.dtype == dt else f.astype(dt) for f in d.eval_factors(args, value)]
-        return _contract_traced(d, mode, vec, facs, out_shape, in_shape)
+        facs = [f if _traced(f) else np.asarray(f) for f in d.eval_factors(args, value)]
+        facs = [f if f.dtype == dt else f.astype(dt) for f in facs]
+        return _contract_traced(d, mode, vec, facs, out_shape, in_shape, dt)
     hook: Callable[..., np.ndarray] | None = d.vjp if mode == "vjp" else d.jvp
     if hook is not None:
         token = _call_threads.set(nt)
@@ -234,7 +235,8 @@ def _traced(x: Any) -> bool:
 
 
 def _contract_traced(
-    d: Deriv, mode: str, vec: Any, facs: Sequence[Any], out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+    d: Deriv, mode: str, vec: Any, facs: Sequence[Any], out_shape: tuple[int, ...], in_shape: tuple[int, ...],
+    dt: np.dtype,
 ) -> Any:
     """The product of ``_contract`` with einsum, reshape and constant eye/ones factors only.
 
@@ -268,26 +270,28 @@ def _contract_traced(
         R = np.einsum(subs + "->" + _BATCH + "".join(c_of(c) for c in present), V, *tf)
         if coef != 1:
             R = R * coef
-        # place R on the destination axes: repeated letters on their diagonal (eye), absent ones broadcast (ones)
+        # place R on the destination axes: a letter's later positions on the diagonal with its first (eye);
+        # a letter R lacks is constant along its first position (ones)
         out_chars = [next(chars) for _ in dst_split]
-        first = {c: out_chars[dst_split.index(c)] for c in present}
+        first: dict[str, str] = {}
         ops: list[Any] = [R]
-        subs_in = [_BATCH + "".join(first[c] for c in present)]
+        subs_in = [_BATCH + "".join(out_chars[dst_split.index(c)] for c in present)]
+        for c in present:
+            first[c] = out_chars[dst_split.index(c)]
         for p, c in enumerate(dst_split):
-            if c in first and first[c] == out_chars[p]:
-                continue
-            if c in first:
-                ops.append(np.eye(sizes[c]))
-                subs_in.append(first[c] + out_chars[p])
-            else:
-                ops.append(np.ones(sizes[c]))
+            if c not in first:
+                first[c] = out_chars[p]
+                ops.append(np.ones(sizes[c], dtype=dt))
                 subs_in.append(out_chars[p])
-        if len(ops) > 1 or [first.get(c) for c in dst_split] != out_chars:
+            elif first[c] != out_chars[p]:
+                ops.append(np.eye(sizes[c], dtype=dt))
+                subs_in.append(first[c] + out_chars[p])
+        if len(ops) > 1:
             R = np.einsum(",".join(subs_in) + "->" + _BATCH + "".join(out_chars), *ops)
         R = R.reshape((nb, *dst_shape))
         total = R if total is None else total + R
     if total is None:
-        return np.zeros((nb, *dst_shape))
+        return np.zeros((nb, *dst_shape), dtype=dt)
     return total
 
 
@@ -404,9 +408,11 @@ def chain(J_outer: Any, J_inner: Any, mid_ndim: int, layout: str = "tensor") -> 
 
 # ----------------------------------------------------------------------------- Kronecker matvec
 
-# Below this many columns (prod(r_2..r_k)), per-batch GEMMs for the last mode are
-# slower than one GEMM plus a transposing copy (measured on the 2-core CI VM).
-_KMV_BATCHED_MIN = 16
+# A mode product done as a stack of GEMMs pays off when each GEMM has at least this many
+# multiply-adds; below it, per-GEMM call overhead dominates and one rotating GEMM per mode is
+# faster (measured on the 2-core CI VM with OpenBLAS; see _kmv_stacked).
+_KMV_STACKED_MIN_WORK = 256
+_KMV_DTYPES: dict[tuple[np.dtype, ...], np.dtype] = {}  # memo of the one dtype rule for kron_matvec
 
 
 def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
@@ -414,11 +420,13 @@ def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
 
     ``factors``: 2-D arrays A_i of shape (r_i, c_i); ``x``: shape ``(*batch, prod(c_i))``.
     Returns shape ``(*batch, prod(r_i))``, matching ``x @ np.kron(A1, ..., Ak).T``.
-    One mode at a time (the vec trick), each mode one BLAS product
-    ``A_t @ X.T`` whose output order rotates the next mode into place, so no
-    intermediate is ever transposed.  The last mode (A_1) writes the result in
-    its final order with one GEMM per batch entry, or, when those would be too
-    thin, with one GEMM and a transposing copy.
+    One mode at a time (the vec trick), last mode first, each mode BLAS
+    products in the result's own axis order: one GEMM ``X @ A_k^T`` for the
+    last mode, then ``A_t @ X[p]`` over a stack of slices for each other mode,
+    so no intermediate is ever transposed.  When those slices would be tiny
+    (many small factors), each mode is instead one GEMM ``A_t @ X.T`` whose
+    output order rotates the next mode into place, and one transposing copy
+    of the result ends it.
 
     Parameters
     ----------
@@ -466,28 +474,77 @@ def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
             f"{', '.join(str(f.shape) for f in fs)}) multiply to {C}, but x has shape {xa.shape}; "
             f"x must have shape (*batch, {C})"
         )
-    named = [(f"factors[{t}]", f.dtype) for t, f in enumerate(fs)] + [("x", xa.dtype)]
-    dt = result_dtype("tj.kron_matvec", named)
+    key = (xa.dtype, *(f.dtype for f in fs))
+    dt = _KMV_DTYPES.get(key)
+    if dt is None:
+        named = [(f"factors[{t}]", f.dtype) for t, f in enumerate(fs)] + [("x", xa.dtype)]
+        dt = _KMV_DTYPES[key] = result_dtype("tj.kron_matvec", named)
+        if len(_KMV_DTYPES) > 256:
+            _KMV_DTYPES.clear()
     batch = xa.shape[:-1]
     nb = _prod(batch)
     rows = [f.shape[0] for f in fs]
-    # the result and the largest intermediate (after mode t: rows t.. times cols ..t-1) fit the budget
-    _config.check_budget((*batch, _prod(rows)), dt.itemsize, what="kron_matvec result")
-    for t in range(1, len(fs)):
-        _config.check_budget(
-            (nb, _prod(rows[t:]), _prod(cols[:t])), dt.itemsize, what="kron_matvec intermediate"
-        )
+    R = _prod(rows)
+    # the result, then the largest intermediate (after mode t: rows t.. times cols ..t-1), fit the budget
+    _config.check_budget((*batch, R), dt.itemsize, what="kron_matvec result")
+    k = len(fs)
+    if k > 1:
+        suffix = [1] * (k + 1)  # suffix[t] = prod(rows[t:])
+        for t in range(k - 1, -1, -1):
+            suffix[t] = suffix[t + 1] * rows[t]
+        big, prefix = (0, 0), 1  # prefix = prod(cols[:t])
+        for t in range(1, k):
+            prefix *= cols[t - 1]
+            if suffix[t] * prefix > big[0] * big[1]:
+                big = (suffix[t], prefix)
+        _config.check_budget((nb, *big), dt.itemsize, what="kron_matvec intermediate")
+    if nb == 0 or R == 0 or C == 0:
+        return np.zeros((*batch, R), dt)
     mats = [f.astype(dt, copy=False) for f in fs]
-    dims = [nb, *cols]  # logical axes of cur, C order
     cur = xa.astype(dt, copy=False).reshape(nb, C)
-    for t in range(len(fs) - 1, 0, -1):  # modes k..2
-        c = dims.pop()
-        cur = mats[t] @ cur.reshape(_prod(dims), c).T  # (r_t, rest): the next mode is now last
-        dims.insert(0, rows[t])
-    # cur is (r_2..r_k, batch, c_1); the first mode also restores the order (batch, r_1, r_2..r_k)
-    Rp, c1, r1 = _prod(rows[1:]), cols[0], rows[0]
-    if Rp >= _KMV_BATCHED_MIN:  # nb GEMMs A_1 @ cur[:, b, :].T, written in final order
-        out = np.matmul(mats[0], cur.reshape(Rp, nb, c1).transpose(1, 2, 0))
-    else:  # too thin for per-batch GEMMs: one GEMM, then one transposing copy
-        out = (cur.reshape(Rp * nb, c1) @ mats[0].T).reshape(Rp, nb, r1).transpose(1, 2, 0)
-    return np.ascontiguousarray(out).reshape((*batch, r1 * Rp))
+    if k == 1 or _kmv_stacked(rows, cols):
+        out = _kmv_stacked_modes(mats, rows, cols, cur, nb)
+    else:
+        out = _kmv_rotating_modes(mats, cols, cur, nb)
+    return out.reshape((*batch, _prod(rows)))
+
+
+def _kmv_stacked(rows: list[int], cols: list[int]) -> bool:
+    """Whether every mode but the last makes GEMMs big enough for the stacked form."""
+    post = rows[-1]
+    for t in range(len(rows) - 2, -1, -1):
+        if rows[t] * cols[t] * post < _KMV_STACKED_MIN_WORK:
+            return False
+        post *= rows[t]
+    return True
+
+
+def _kmv_stacked_modes(mats: list[np.ndarray], rows: list[int], cols: list[int], cur: np.ndarray,
+                       nb: int) -> np.ndarray:
+    """Mode products in place, last mode first: every GEMM is BLAS's untransposed case.
+
+    The last mode is one GEMM ``X (nb*c_1..c_{k-1}, c_k) @ A_k^T`` (a small contiguous copy of
+    A_k^T); mode t < k is ``A_t @ X[p]`` over the stack ``X (nb*c_1..c_{t-1}, c_t, r_{t+1}..r_k)``.
+    Every intermediate stays in the result's axis order, so nothing is ever transposed.
+    """
+    k = len(mats)
+    pre = cur.size // cols[-1]
+    out = cur.reshape(pre, cols[-1]) @ np.ascontiguousarray(mats[-1].T)
+    post = rows[-1]
+    for t in range(k - 2, -1, -1):
+        pre //= cols[t]
+        out = np.matmul(mats[t], out.reshape(pre, cols[t], post))
+        post *= rows[t]
+    return out.reshape(nb, post)
+
+
+def _kmv_rotating_modes(mats: list[np.ndarray], cols: list[int], cur: np.ndarray, nb: int) -> np.ndarray:
+    """Mode products as one GEMM each, for many small factors.
+
+    Each mode is ``A_t @ X.T`` with ``X (rest, c_t)``: its output ``(r_t, rest)`` rotates the next
+    mode into last place.  After all k modes the result is ``(r_1..r_k, nb)``: one transposing
+    copy (none for a single vector) gives ``(nb, r_1..r_k)``.
+    """
+    for t in range(len(mats) - 1, -1, -1):
+        cur = mats[t] @ cur.reshape(cur.size // cols[t], cols[t]).T
+    return np.ascontiguousarray(cur.reshape(cur.size // nb, nb).T)

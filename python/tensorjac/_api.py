@@ -17,6 +17,7 @@ import numpy as np
 from . import _config
 from ._dtypes import as_float_array, result_dtype
 from ._engine import JacobianProgram, forward, reverse, signature, write_finals
+from ._errors import refuse
 from ._layout import ALL_LAYOUTS, Layout, check_out, placement, prod
 from ._rule import Op, op_jacobian, op_product
 from ._terms import Algebra, Final, Term, finalize
@@ -28,6 +29,11 @@ __all__ = ["grad", "jacobian", "jvp", "value_and_jacobian", "vjp"]
 # ----------------------------------------------------------------------------- tracing a call
 
 _DTYPES: dict[tuple[np.dtype, np.dtype], np.dtype] = {}
+
+
+def _plain(args: tuple, kwargs: dict[str, Any]) -> bool:
+    """No traced arrays among the arguments (else an op is differentiated like any function)."""
+    return not any(isinstance(a, Tracer) for a in args) and not any(isinstance(a, Tracer) for a in kwargs.values())
 
 
 def _pair_dtype(what: str, out_dt: np.dtype, in_name: str, in_dt: np.dtype) -> np.dtype:
@@ -76,7 +82,11 @@ class _Call:
             else:
                 alist[key] = tr
         with nested():
-            res = f(*alist, **kwargs)
+            try:
+                res = f(*alist, **kwargs)
+            except BaseException:
+                self.trace.active = False
+                raise
         self.tuple_out = isinstance(res, (tuple, list))
         outs = list(res) if self.tuple_out else [res]
         self.out_nodes: list[Node] = []
@@ -97,6 +107,7 @@ class _Call:
                 node = Node(None, {}, (), (), v, False, -1)
             self.out_nodes.append(node)
             self.out_values.append(node.value)
+        self.trace.active = False  # f has returned: its traced arrays must not be used again
 
     @staticmethod
     def _resolve(f: Callable[..., Any], w: Any, args: list, kwargs: dict[str, Any]) -> int | str:
@@ -185,6 +196,11 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batc
             outs_flat = flat
     inputs = call.trace.inputs
     dtypes = [[call.dtype(i, k) for k in range(nin)] for i in range(nout)]
+    if any(isinstance(n.value, Tracer) for n in inputs):  # inside a differentiated function
+        if out is not None or batch is not None:
+            raise refuse("tensorjac: tj.jacobian(..., out=/batch_axis=) inside a differentiated function is not "
+                         "supported")
+        return call.shape_result(_nested_jacobians(call, layout, dtypes))
     for i, node in enumerate(call.out_nodes):
         for k in range(nin):
             o = outs_flat[i * nin + k]
@@ -213,6 +229,43 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batc
 # one cotangent per output entry (batched), costing a few evaluations of f whatever the input
 # size -- where forward accumulation could build factors as large as the intermediates.
 _REVERSE_MAX_OUT = 8
+
+
+def _nested_jacobians(call: _Call, layout: str, dtypes: list[list[np.dtype]]) -> list[list[Any]]:
+    """Jacobians as traced arrays (for a derivative that is itself differentiated): one batched
+    reverse sweep per output, then the layout by reshapes and transposes, all recorded."""
+    res = []
+    for i, node in enumerate(call.out_nodes):
+        dt = np.result_type(*dtypes[i])
+        m = node.value.size
+        cot = np.eye(m, dtype=dt).reshape((m, *node.value.shape))
+        grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, 0)
+        row = []
+        for k, g in enumerate(grads):
+            os_, is_ = node.value.shape, call.trace.inputs[k].value.shape
+            J = np.zeros(os_ + is_, dtypes[i][k]) if g is None else g.reshape(os_ + is_)
+            row.append(_to_layout(J, os_, is_, layout))
+        res.append(row)
+    return res
+
+
+def _to_layout(J: Any, os_: tuple[int, ...], is_: tuple[int, ...], layout: str) -> Any:
+    P, R = len(os_), len(is_)
+    if layout == "tensor":
+        return J
+    if layout == "gradient":
+        return np.transpose(J, list(range(P, P + R)) + list(range(P)))
+    if layout == "numerator":
+        return np.transpose(J, list(range(P)) + list(range(P + R - 1, P - 1, -1)))
+    if layout == "matrix":
+        return np.reshape(J, (prod(os_), prod(is_)))
+    if layout == "vec":
+        T = np.transpose(J, list(range(P - 1, -1, -1)) + list(range(P + R - 1, P - 1, -1)))
+        return np.reshape(T, (prod(os_), prod(is_)))
+    if os_ != is_:
+        raise ValueError("layout='diagonal' needs an elementwise Jacobian")
+    letters = "abcdefghijklmnopqrstuvwxyz"[:P]
+    return np.einsum(letters + letters + "->" + letters, J)
 
 
 def _reverse_finals(call: _Call, layout: str, dtypes: list[list[np.dtype]], nt: int) -> list[Final]:
@@ -307,7 +360,7 @@ def jacobian(
     >>> tj.jacobian(lambda x: x @ x, np.array([1., 2.]))  # 2x
     array([2., 4.])
     """
-    if isinstance(f, Op) and batch_axis is None:
+    if isinstance(f, Op) and batch_axis is None and _plain(args, kwargs):
         return op_jacobian(f, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
     call = _Call("tj.jacobian", f, args, kwargs, wrt)
     return _jacobians(call, layout, out, num_threads, batch_axis)
@@ -343,7 +396,7 @@ def value_and_jacobian(
     >>> float(v), J
     (5.0, array([2., 4.]))
     """
-    if isinstance(f, Op):
+    if isinstance(f, Op) and _plain(args, kwargs):
         arrs = [np.asarray(a) for a in args]
         return f(*arrs, **{k: v for k, v in kwargs.items()}), op_jacobian(
             f, *arrs, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs
@@ -465,7 +518,7 @@ def vjp(f: Any, *args: Any, cotangent: Any, wrt: Any = 0, num_threads: int | Non
            [0., 4., 0.],
            [0., 0., 6.]])
     """
-    if isinstance(f, Op):
+    if isinstance(f, Op) and _plain(args, kwargs):
         return op_product(f, args, kwargs, cotangent, wrt, num_threads, "vjp")
     nt = _config.resolve_threads(num_threads)
     call = _Call("tj.vjp", f, args, kwargs, wrt)
@@ -532,7 +585,7 @@ def jvp(f: Any, *args: Any, tangent: Any, wrt: Any = 0, num_threads: int | None 
     >>> tj.jvp(lambda x: A @ x, np.zeros(2), tangent=np.array([1., 0.]))
     array([1., 3.])
     """
-    if isinstance(f, Op):
+    if isinstance(f, Op) and _plain(args, kwargs):
         return op_product(f, args, kwargs, tangent, wrt, num_threads, "jvp")
     nt = _config.resolve_threads(num_threads)
     call = _Call("tj.jvp", f, args, kwargs, wrt)

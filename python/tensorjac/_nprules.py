@@ -21,10 +21,12 @@ from ._errors import refuse, unsupported
 from ._layout import prod
 from ._rule import Op
 from ._rulekit import (
+    arr,
     batch_letters,
     bcast_letters,
     bcast_shape,
     binary_elementwise_deriv,
+    copy_of,
     einsum_deriv,
     elementwise_op,
     letters,
@@ -36,6 +38,7 @@ from ._rulekit import (
     reduce_shape,
     squeezed_factor,
     swap_last,
+    traced,
 )
 
 __all__ = ["cast", "copy", "getitem", "is_basic_key", "scatter"]
@@ -123,14 +126,14 @@ def _binary(name: str, func: Any, df0: Any, df1: Any, shapes: tuple[str, str] = 
 def _pow_da(a: Any, b: Any, value: Any = None) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         d = b * np.power(a, b - 1)
-    return np.where(np.asarray(b) == 0, 0, d)
+    return np.where(arr(b) == 0, 0, d)
 
 
 def _pow_db(a: Any, b: Any, value: Any = None) -> np.ndarray:
     v = np.power(a, b) if value is None else value
     with np.errstate(divide="ignore", invalid="ignore"):
         d = v * np.log(a)
-    return np.where((np.asarray(a) == 0) & (np.real(np.asarray(b)) > 0), 0, d)
+    return np.where((arr(a) == 0) & (np.real(arr(b)) > 0), 0, d)
 
 
 def _div_db(a: Any, b: Any, value: Any = None) -> np.ndarray:
@@ -139,12 +142,12 @@ def _div_db(a: Any, b: Any, value: Any = None) -> np.ndarray:
 
 
 def _nanfirst(mask: Any, a: Any) -> np.ndarray:
-    return (np.asarray(mask) | np.isnan(a)).astype(np.float64)
+    return (arr(mask) | np.isnan(a)).astype(np.float64)
 
 
 add = _binary("add", np.add, 1, 1, numpy=_np("add"))
 subtract = _binary("subtract", np.subtract, 1, -1, numpy=_np("subtract"))
-divide = _binary("true_divide", np.true_divide, lambda a, b, value=None: 1 / np.asarray(b), _div_db,
+divide = _binary("true_divide", np.true_divide, lambda a, b, value=None: 1 / arr(b), _div_db,
                  shapes=("b", "out"), numpy=_np("true_divide"), uses_value=True)
 power = _binary("power", np.power, _pow_da, _pow_db, numpy=_np("power"), uses_value=True)
 float_power = _binary("float_power", np.float_power, _pow_da, _pow_db, numpy=_np("float_power"), uses_value=True)
@@ -164,7 +167,7 @@ def _hypot_d(k: int) -> Callable[..., np.ndarray]:
     def d(a: Any, b: Any, value: Any = None) -> np.ndarray:
         h = np.hypot(a, b) if value is None else value
         x = (a, b)[k]
-        return np.where(h > 0, np.asarray(x) / np.where(h > 0, h, 1), 0)
+        return np.where(h > 0, arr(x) / np.where(h > 0, h, 1), 0)
 
     return d
 
@@ -210,6 +213,10 @@ where = Op("where", ("condition", "x", "y"), np.where, _where_shape, _where_deri
 
 def _excl_prod(X: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
     """prod over ``axis`` of every entry except one, X-shaped: exact even with zeros."""
+    if traced(X):  # differentiated again (a Hessian): prod / x, valid where no entry is zero
+        if np.any(X == 0):
+            raise refuse("tensorjac: the second derivative of prod at a zero entry is not supported")
+        return np.prod(X, axis=axis, keepdims=True) / X
     rest = [d for d in range(X.ndim) if d not in axis]
     moved = np.transpose(X, rest + list(axis))
     flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
@@ -273,9 +280,9 @@ def _identity_deriv(wrt: int, x: tuple, **_: Any) -> Deriv:
     return Deriv(L, L, [(1, ())], vjp=lambda G, X: G, jvp=lambda V, X: V)
 
 
-copy = Op("copy", ("X",), lambda X: np.array(X, copy=True), lambda x: x, _identity_deriv, elementwise=True,
+copy = Op("copy", ("X",), copy_of, lambda x: x, _identity_deriv, elementwise=True,
           numpy=_np("copy"), numpy_extra=("order", "subok"), public=False)
-_cast = Op("astype", ("X",), lambda X, dtype: np.asarray(X).astype(dtype), lambda x, dtype: x, _identity_deriv,
+_cast = Op("astype", ("X",), lambda X, dtype: arr(X).astype(dtype), lambda x, dtype: x, _identity_deriv,
            params={"dtype": None}, elementwise=True, public=False)
 
 
@@ -596,7 +603,7 @@ def _getitem_deriv(wrt: int, x: tuple, key: Any) -> Deriv:
     return Deriv(out, inp, [(1, tuple(fl))], lambda X: tuple(fa), sizes=sizes, vjp=vjp, jvp=jvp)
 
 
-getitem = Op("getitem", ("X",), lambda X, key: np.asarray(X)[key], lambda x, key: _index(x, key).out_shape,
+getitem = Op("getitem", ("X",), lambda X, key: arr(X)[key], lambda x, key: _index(x, key).out_shape,
              _getitem_deriv, params={"key": None}, public=False, view=True)
 
 
@@ -659,7 +666,10 @@ def _scatter_deriv(wrt: int, x: tuple, v: tuple, key: Any) -> Deriv:
 
 
 def _scatter_value(X: np.ndarray, V: np.ndarray, key: Any) -> np.ndarray:
-    out = np.array(X, copy=True)
+    if traced(V) and not traced(X):  # a traced value written into a constant: the result is traced
+        out = np.zeros_like(V, shape=np.shape(X), dtype=np.result_type(X.dtype, V.dtype)) + X
+    else:
+        out = copy_of(X)
     out[key] = V
     return out
 

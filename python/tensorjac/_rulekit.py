@@ -11,10 +11,26 @@ from ._deriv import LETTERS, Deriv
 from ._rule import Op
 
 __all__ = [
+    "arr", "copy_of", "traced",
     "batch_letters", "bcast_letters", "bcast_shape", "binary_elementwise_deriv", "einsum_deriv",
     "elementwise_op", "letters", "need_ndim", "need_square", "normalize_axes", "onehot_arg", "reduce_letters",
     "reduce_norm", "reduce_shape", "squeezed_factor", "swap_last",
 ]  # fmt: skip
+
+
+def traced(x: Any) -> bool:
+    """Is x a traced array (inside a differentiated function: nested differentiation)?"""
+    return getattr(type(x), "__tj_apply__", None) is not None
+
+
+def arr(x: Any) -> Any:
+    """x as a numpy array -- unless it is a traced array, which rules must keep (its numpy
+    operations are recorded when a derivative is itself differentiated)."""
+    return x if traced(x) else np.asarray(x)
+
+
+def copy_of(x: Any) -> Any:
+    return x.copy() if traced(x) else np.array(x, copy=True)
 
 
 def letters(ndim: int, start: int = 0) -> str:

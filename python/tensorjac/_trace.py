@@ -61,12 +61,13 @@ class Trace:
     are recorded by the enclosing trace.
     """
 
-    __slots__ = ("__weakref__", "inputs", "level", "nodes")
+    __slots__ = ("__weakref__", "active", "inputs", "level", "nodes")
 
     def __init__(self, level: int = 1) -> None:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self.level = level
+        self.active = True  # False once its function has returned: its traced arrays are then dead
 
     def input(self, value: Any) -> Tracer:
         node = Node(None, {}, (), (), value, True, len(self.nodes))
@@ -152,6 +153,8 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
     nested_ = False
     for a in args:
         if isinstance(a, Tracer):
+            if not a._trace.active:
+                raise _dead()
             if trace is None:
                 trace = a._trace
             elif a._trace is not trace:
@@ -194,6 +197,14 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
     if op.view and isinstance(args[0], Tracer):
         _view_of(res, args[0])
     return res
+
+
+def _dead() -> TypeError:
+    return refuse(
+        "tensorjac: a traced array was used after the tj.jacobian/tj.grad/... call that traced it returned "
+        "(for example stored in a variable by the function); its derivative is gone. Return it from the "
+        "function instead, or pass plain arrays"
+    )
 
 
 def _view_of(result: Tracer, base: Any, key: Any = None, writable: bool = False) -> Tracer:
@@ -254,6 +265,8 @@ class Tracer:
         return apply(op, args, params)
 
     def _get(self) -> Node:
+        if not self._trace.active:
+            raise _dead()
         if self._stale:
             raise refuse(
                 "tensorjac: this traced array is a view of an array that was later modified in place "

@@ -18,6 +18,7 @@ import numpy as np
 from ._deriv import Deriv
 from ._rule import REGISTRY, Op
 from ._rulekit import (
+    arr,
     batch_letters,
     bcast_shape,
     binary_elementwise_deriv,
@@ -32,6 +33,7 @@ from ._rulekit import (
     reduce_norm,
     reduce_shape,
     swap_last,
+    traced,
 )
 
 CATALOGUE: dict[str, Op] = {}
@@ -447,9 +449,16 @@ def _det_shape(x: tuple) -> tuple:
     return x[:-2]
 
 
+def _cofactors(X: Any) -> Any:
+    if traced(X):  # differentiated again (a Hessian): det(X) inv(X).T, for invertible X
+        d = np.linalg.det(X)
+        return np.reshape(d, np.shape(d) + (1, 1)) * swap_last(np.linalg.inv(X))
+    return adjugate_transpose(X)
+
+
 def _det_deriv(wrt: int, x: tuple) -> Deriv:
     z = letters(len(x) - 2, 4)
-    return Deriv(z, z + "ij", [(1, (z + "ij",))], lambda X: (adjugate_transpose(X),))
+    return Deriv(z, z + "ij", [(1, (z + "ij",))], lambda X: (_cofactors(X),))
 
 
 det = _register(
@@ -602,7 +611,9 @@ array([[1., 1., 1.],
 
 def _scaled(X: np.ndarray, axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(X / max|X|, max|X|) per reduced slice: squares neither overflow nor underflow."""
-    m = np.max(np.abs(X), axis=axis, keepdims=True, initial=0).astype(np.abs(X).dtype)
+    if X.size == 0:
+        return X, np.zeros(tuple(1 if d in axis else n for d, n in enumerate(X.shape)), np.abs(X).dtype)
+    m = np.max(np.abs(X), axis=axis, keepdims=True)
     safe = np.where(m > 0, m, 1)
     return X / safe, m
 
@@ -753,7 +764,7 @@ def elementwise(
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
+    x = arr(x)
     if x.dtype.kind == "c":
         return 1 / (1 + np.exp(-x))
     e = np.exp(-np.abs(x))  # never overflows
@@ -761,7 +772,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
+    x = arr(x)
     if x.dtype.kind == "c":
         return np.log1p(np.exp(x))
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
