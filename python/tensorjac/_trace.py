@@ -335,7 +335,10 @@ class Tracer:
                     f"tensorjac: numpy.{ufunc.__name__}(..., out=...) would write a traced value into a plain "
                     "numpy array, losing its derivative; assign the result to a new name instead"
                 )
-            res = self.__array_ufunc__(ufunc, method, *inputs, **kwargs)
+            if any(isinstance(i, Tracer) for i in inputs):
+                res = self.__array_ufunc__(ufunc, method, *inputs, **kwargs)
+            else:  # constants written into a traced array: the result is a constant
+                res = getattr(ufunc, method)(*inputs, **kwargs)
             outs[0]._assign(res, f"{ufunc.__name__}(out=...)")
             return outs[0]
         if method == "__call__":
