@@ -4,9 +4,7 @@ Every expected value is independent of the code under test: closed forms written
 einsum below, and Richardson finite differences (``tj.fd.hessian(..., return_error=True)``,
 compared within ten times their own error estimate).  Each Hessian is small (<= ~1k entries).
 
-Known shortfalls of the first implementation are strict xfails at the end of the file (each
-names the rule or line responsible); they start failing (XPASS) when fixed, so that the marker
-is removed and the case joins the main tables.
+What is still missing is a strict xfail at the end of the file (it fails, XPASS, once fixed).
 """
 
 from __future__ import annotations
@@ -293,6 +291,39 @@ CASES = {
     "complex exp(z) @ z": (lambda z: np.exp(z) @ z, (z3,), 0, lambda: np.diag(np.exp(z3) * (z3 + 2))),
     "complex z @ B @ z": (lambda z: z @ Bz @ z, (z3,), 0, lambda: Bz + Bz.T),
 }
+# written as one naturally would (these needed nested-tracing fixes: Python-scalar factors, indexing, traced
+# division and powers, np.trace's delta, rules whose factors called np.asarray)
+CASES.update({
+    "0.5 * x@A@x": (lambda x: 0.5 * (x @ A4 @ x), (x4,), 0, lambda: (A4 + A4.T) / 2),
+    "ridge with a Python float": (lambda w: np.sum((Xd @ w - yd) ** 2) + 0.3 * (w @ w), (wd,), 0,
+                                  lambda: 2 * Xd.T @ Xd + 0.6 * np.eye(3)),
+    "Rosenbrock as written": (lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2), (xr4,), 0,
+                              lambda: cf_rosen(xr4)),
+    "x[0]^2 x[1]": (lambda x: x[0] ** 2 * x[1], (x4,), 0,
+                    lambda: np.pad([[2 * x4[1], 2 * x4[0]], [2 * x4[0], 0.0]], ((0, 2), (0, 2)))),
+    "softmax cross-entropy -log(softmax(z)[c])": (lambda z: -np.log(np.exp(z - _lse(z))[1]), (Wc @ xc,), 0,
+                                                  lambda: cf_ce(Wc @ xc, onehot3)),
+    "eigvalsh(X + X^T)[-1]": (lambda X: np.linalg.eigvalsh(X + X.T)[-1], (Xsq,), 0, lambda: cf_top_eig(Xsq)),
+    "Rayleigh x@A@x / (x@x)": (lambda x: x @ A4 @ x / (x @ x), (x4,), 0, lambda: cf_rayleigh(x4, A4)),
+    "vector softmax e / e.sum()": (lambda x: np.exp(x) / np.sum(np.exp(x)), (x4,), 0, lambda: cf_softmax_vec(x4)),
+    "x ** x": (lambda x: np.sum(x**x), (xpos,), 0,
+               lambda: np.diag(xpos**xpos * ((np.log(xpos) + 1) ** 2 + 1 / xpos))),
+    "2 ** x": (lambda x: np.sum(2**x), (x4,), 0, lambda: np.diag(np.log(2) ** 2 * 2**x4)),
+    "det": (lambda X: np.linalg.det(X), (Xsq,), 0, lambda: cf_det(Xsq)),
+    "op tj.det": (tj.det, (Xsq,), 0, lambda: cf_det(Xsq)),
+    "prod": (lambda x: np.prod(x), (xpos,), 0, lambda: cf_prod(xpos)),
+    "np.linalg.norm": (lambda x: np.linalg.norm(x), (x4,), 0,
+                       lambda: (np.eye(4) - np.outer(x4, x4) / (x4 @ x4)) / np.sqrt(x4 @ x4)),
+    "op tj.sigmoid": (lambda x: np.sum(tj.sigmoid(x)), (x4,), 0,
+                      lambda: np.diag(_sig(x4) * (1 - _sig(x4)) * (1 - 2 * _sig(x4)))),
+    "op tj.softplus": (lambda x: np.sum(tj.softplus(x)), (x4,), 0, lambda: np.diag(_sig(x4) * (1 - _sig(x4)))),
+    "diag(x) A diag(x)": (lambda x: np.sum(np.diag(x) @ A4 @ np.diag(x)), (x4,), 0, lambda: A4 + A4.T),
+    "tr(X^T A X) by np.trace": (lambda X: np.trace(X.T @ Aq @ X), (Xr,), 0,
+                                lambda: np.einsum("ik,jl->ijkl", Aq + Aq.T, np.eye(2))),
+    "tr(inv(X))": (lambda X: np.trace(np.linalg.inv(X)), (Xsq,), 0, lambda: cf_inv_weighted(Xsq, np.eye(3))),
+    "trace(X)^2": (lambda X: np.trace(X) ** 2, (Xsq,), 0,
+                   lambda: 2 * np.einsum("ij,kl->ijkl", np.eye(3), np.eye(3))),
+})
 NAMES = list(CASES)
 
 
@@ -811,92 +842,23 @@ def test_check_order2_plot():
     assert img.shape == (6, 6)
 
 
-# ============================================================================ known shortfalls (strict xfails)
-#
-# Each case below is computed correctly by tj.fd.hessian and by its closed form (test_known_closed_forms_are_right
-# checks that), but tj.hessian fails on it.  The reason names the responsible code.
-
-SCALAR_BUG = "KNOWN BUG: a Python scalar factor in the traced VJP (_ad.apply_deriv: f.dtype on a float) -> AttributeError"
-INDEX_BUG = "KNOWN LIMITATION: indexing a twice-traced array (_nprules getitem value np.asarray(X)[key]) -> TypeError"
-DIV_BUG = "KNOWN LIMITATION: traced / traced (_nprules divide factor 1 / np.asarray(b)) -> TypeError"
-TRACE_BUG = ("KNOWN BUG (wrong values): _ad._contract_traced places a repeated destination letter that is in neither "
-             "the source nor a factor (np.trace's delta) with np.ones on every axis instead of ones + eye")
-
-KNOWN = {
-    # name: (f, args, closed form, raises, reason)
-    "0.5 * x@A@x": (lambda x: 0.5 * (x @ A4 @ x), (x4,), lambda: (A4 + A4.T) / 2, AttributeError, SCALAR_BUG),
-    "ridge with a Python float": (lambda w: np.sum((Xd @ w - yd) ** 2) + 0.3 * (w @ w), (wd,),
-                                  lambda: 2 * Xd.T @ Xd + 0.6 * np.eye(3), AttributeError, SCALAR_BUG),
-    "Rosenbrock as written": (lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2), (xr4,),
-                              lambda: cf_rosen(xr4), (AttributeError, TypeError), SCALAR_BUG + "; " + INDEX_BUG),
-    "x[0]^2 x[1]": (lambda x: x[0] ** 2 * x[1], (x4,),
-                    lambda: np.pad([[2 * x4[1], 2 * x4[0]], [2 * x4[0], 0.0]], ((0, 2), (0, 2))), TypeError, INDEX_BUG),
-    "softmax cross-entropy -log(softmax(z)[c])": (lambda z: -np.log(np.exp(z - _lse(z))[1]), (Wc @ xc,),
-                                                  lambda: cf_ce(Wc @ xc, onehot3), TypeError, INDEX_BUG),
-    "eigvalsh(X + X^T)[-1]": (lambda X: np.linalg.eigvalsh(X + X.T)[-1], (Xsq,), lambda: cf_top_eig(Xsq),
-                              TypeError, INDEX_BUG),
-    "Rayleigh x@A@x / (x@x)": (lambda x: x @ A4 @ x / (x @ x), (x4,), lambda: cf_rayleigh(x4, A4), TypeError, DIV_BUG),
-    "softmax e / e.sum()": (lambda x: np.exp(x) / np.sum(np.exp(x)), (x4,), lambda: cf_softmax_vec(x4),
-                            TypeError, DIV_BUG),
-    "x ** x": (lambda x: np.sum(x**x), (xpos,),
-               lambda: np.diag(xpos**xpos * ((np.log(xpos) + 1) ** 2 + 1 / xpos)), TypeError,
-               "KNOWN LIMITATION: power's factors (_nprules._pow_da / _pow_db: np.asarray) -> TypeError"),
-    "det": (lambda X: np.linalg.det(X), (Xsq,), lambda: cf_det(Xsq), TypeError,
-            "KNOWN LIMITATION: det's factor (ops.adjugate_transpose: np.asarray) -> TypeError"),
-    "prod": (lambda x: np.prod(x), (xpos,), lambda: cf_prod(xpos), TypeError,
-             "KNOWN LIMITATION: prod's factor (_nprules._excl_prod) calls np.cumprod, which has no rule"),
-    "np.linalg.norm": (lambda x: np.linalg.norm(x), (x4,),
-                       lambda: (np.eye(4) - np.outer(x4, x4) / (x4 @ x4)) / np.sqrt(x4 @ x4), TypeError,
-                       "KNOWN LIMITATION: norm's helper (ops._scaled) calls np.max(..., initial=0)"),
-    "op tj.sigmoid": (lambda x: np.sum(tj.sigmoid(x)), (x4,),
-                      lambda: np.diag(_sig(x4) * (1 - _sig(x4)) * (1 - 2 * _sig(x4))), TypeError,
-                      "KNOWN LIMITATION: ops._sigmoid calls np.asarray on its argument"),
-    "op tj.softplus": (lambda x: np.sum(tj.softplus(x)), (x4,), lambda: np.diag(_sig(x4) * (1 - _sig(x4))),
-                       TypeError, "KNOWN LIMITATION: softplus's derivative is ops._sigmoid (np.asarray)"),
-    "diag(x) A diag(x)": (lambda x: np.sum(np.diag(x) @ A4 @ np.diag(x)), (x4,), lambda: A4 + A4.T, TypeError,
-                          "KNOWN LIMITATION: np.diag's value (_nprules._scatter_value: np.array copy) -> TypeError"),
-    "tr(X^T A X) by np.trace": (lambda X: np.trace(X.T @ Aq @ X), (Xr,),
-                                lambda: np.einsum("ik,jl->ijkl", Aq + Aq.T, np.eye(2)), AssertionError, TRACE_BUG),
-    "tr(inv(X))": (lambda X: np.trace(np.linalg.inv(X)), (Xsq,), lambda: cf_inv_weighted(Xsq, np.eye(3)),
-                   AssertionError, TRACE_BUG),
-    "trace(X)^2": (lambda X: np.trace(X) ** 2, (Xsq,), lambda: 2 * np.einsum("ij,kl->ijkl", np.eye(3), np.eye(3)),
-                   AssertionError, TRACE_BUG),
-}
+# ============================================================================ float32, and what is still missing
 
 
-@pytest.mark.parametrize("name", list(KNOWN))
-def test_known_closed_forms_are_right(name):
-    """The references of the xfails below are right (so that the xfails fail for the right reason)."""
-    f, args, want, _, _ = KNOWN[name]
-    F, err = tj.fd.hessian(f, *args, method="richardson", return_error=True)
-    assert (np.abs(want() - F) <= 10 * err + 1e-12).all()
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=KNOWN[n][3], reason=KNOWN[n][4])) for n in KNOWN],
-)
-def test_known_shortfalls(name):
-    f, args, want, _, _ = KNOWN[name]
-    H = tj.hessian(f, *args)
-    np.testing.assert_allclose(H, want(), rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="KNOWN BUG: float32 f written with numpy gives a float64 Hessian (_ad._contract_traced's "
-                          "np.eye / np.ones / np.zeros constants are float64)")
 def test_float32_of_a_numpy_function_stays_float32():
     x = x4.astype(np.float32)
     H = tj.hessian(lambda x: np.sum(np.tanh(x) ** 2), x)
     t = np.tanh(x4)
-    np.testing.assert_allclose(H, np.diag(2 * (1 - t**2) * (1 - 3 * t**2)), rtol=1e-5, atol=1e-6)
     assert H.dtype == np.float32
+    np.testing.assert_allclose(H, np.diag(2 * (1 - t**2) * (1 - 3 * t**2)), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="KNOWN BUG: tj.hvp of a float32 function is float64")
 def test_float32_hvp_stays_float32():
     x = x4.astype(np.float32)
-    assert tj.hvp(lambda x: np.sum(np.tanh(x) ** 2), x, vector=np.ones(4, np.float32)).dtype == np.float32
+    got = tj.hvp(lambda x: np.sum(np.tanh(x) ** 2), x, vector=np.ones(4, np.float32))
+    t = np.tanh(x4)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, 2 * (1 - t**2) * (1 - 3 * t**2), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.xfail(strict=True, raises=ValueError,
