@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import pytest
 import tensorjac as tj
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

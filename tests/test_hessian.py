@@ -861,9 +861,6 @@ def test_float32_hvp_stays_float32():
     np.testing.assert_allclose(got, 2 * (1 - t**2) * (1 - 3 * t**2), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="KNOWN BUG: a named wrt is resolved against _hessian._first_derivative's (*args, **kwargs) "
-                          "signature: \"wrt='w' is not one of the arguments passed to f (none)\"")
 def test_named_wrt():
     np.testing.assert_allclose(tj.hessian(_ls, Xd, wd, yd, wrt="w"), 2 * Xd.T @ Xd, rtol=1e-12)
     assert not tj.hessian(tj.quadratic, x4, A4, wrt="A").any()

@@ -321,19 +321,11 @@ def test_third_order_tensor():
 
 # ============================================================================ still missing (strict xfails)
 
-HESSIAN_FLAGS = pytest.mark.xfail(
-    strict=True, raises=AttributeError,
-    reason="KNOWN BUG: tj.hessian called inside a traced function: _hessian._symmetrize reads H.flags of a "
-           "traced array ('TracerND' object has no attribute 'flags')")
-
-
-@HESSIAN_FLAGS
 def test_jacobian_of_hessian():
     got = tj.jacobian(lambda u: tj.hessian(lambda z: np.sum(z**4), u), x) @ y0 @ y0
     np.testing.assert_allclose(got, _third(x), rtol=1e-10)
 
 
-@HESSIAN_FLAGS
 def test_grad_of_a_function_calling_hessian():
     f = lambda v: np.sum(tj.hessian(_lnorm, v) ** 2)
     F, err = tj.fd.jacobian(f, x, method="richardson", return_error=True)

@@ -47,17 +47,22 @@ def _first_derivative(f: Callable[..., Any], wrt: Any) -> Callable[..., Any]:
     return deriv
 
 
-def _symmetrize(H: np.ndarray, m: int, n: int, nt: int = 0) -> None:
+def _symmetrize(H: Any, m: int, n: int, nt: int = 0) -> Any:
     """Make H, seen as (m, n, n), exactly symmetric in its last two groups: the mean of the two
-    computed halves written to both (a + b == b + a in IEEE arithmetic, so bitwise), in C++."""
+    computed halves written to both (a + b == b + a in IEEE arithmetic, so bitwise), in C++.
+    A traced H (a Hessian inside a differentiated function) is returned as that mean instead."""
+    if getattr(type(H), "__tj_apply__", None) is not None:
+        V = np.reshape(H, (m, n, n))
+        return np.reshape((V + np.swapaxes(V, 1, 2)) * 0.5, H.shape)
     if n < 2 or m == 0:
-        return
+        return H
     if H.flags.c_contiguous:
         _core.symmetrize(H, m, n, nt)
-        return
+        return H
     V = np.ascontiguousarray(H)  # an out= of another memory layout: work on a contiguous copy
     _core.symmetrize(V, m, n, nt)
     H[...] = V
+    return H
 
 
 def hessian(
@@ -118,6 +123,7 @@ def hessian(
     """
     if not isinstance(layout, str) or layout not in _HESSIAN_LAYOUTS:
         raise ValueError(f"tj.hessian: layout must be one of {', '.join(_HESSIAN_LAYOUTS)}, got {layout!r}")
+    wrt = _positions(f, wrt, args, kwargs)
     if isinstance(f, Op):
         op = f
         f = lambda *a, **k: op(*a, **k)
@@ -131,15 +137,24 @@ def hessian(
     inputs = call.trace.inputs
     if not pairs:
         N = prod(inputs[0].value.shape)
-        _symmetrize(res, res.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
-        return res
+        return _symmetrize(res, res.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
     blocks = [list(row) for row in res]
     for i in range(len(blocks)):
         Ni = prod(inputs[i].value.shape)
-        _symmetrize(blocks[i][i], blocks[i][i].size // max(Ni * Ni, 1) if Ni else 0, Ni)
+        blocks[i][i] = _symmetrize(blocks[i][i], blocks[i][i].size // max(Ni * Ni, 1) if Ni else 0, Ni)
         for j in range(i + 1, len(blocks)):  # H[j][i] is H[i][j] with its two input groups swapped
             blocks[j][i] = _swap_groups(blocks[i][j], call, i, j, n_out, layout)
     return tuple(tuple(row) for row in blocks)
+
+
+def _positions(f: Callable[..., Any], wrt: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """Argument names of f resolved to positions (the derivative function takes *args, **kwargs)."""
+    ws = list(wrt) if isinstance(wrt, (tuple, list)) else [wrt]
+    if isinstance(f, Op):
+        res = [f.wrt_index(w, len(args)) if isinstance(w, str) and w not in kwargs else w for w in ws]
+    else:
+        res = [_Call._resolve(f, w, list(args), dict(kwargs)) if isinstance(w, str) else w for w in ws]
+    return tuple(res) if isinstance(wrt, (tuple, list)) else res[0]
 
 
 def _swap_groups(Hij: np.ndarray, call: _Call, i: int, j: int, p: int, layout: str) -> np.ndarray:
@@ -167,11 +182,12 @@ def hvp(f: Any, *args: Any, vector: Any, wrt: Any = 0, num_threads: int | None =
     array([[2., 2.],
            [2., 6.]])
     """
+    if isinstance(wrt, (tuple, list)):
+        raise ValueError("tj.hvp: wrt must be one argument")
+    wrt = _positions(f, wrt, args, kwargs)
     if isinstance(f, Op):
         op = f
         f = lambda *a, **k: op(*a, **k)
-    if isinstance(wrt, (tuple, list)):
-        raise ValueError("tj.hvp: wrt must be one argument")
     g = _first_derivative(f, wrt)
 
     def grad_only(*a: Any, **k: Any) -> Any:
