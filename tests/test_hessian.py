@@ -3,8 +3,6 @@
 Every expected value is independent of the code under test: closed forms written with numpy /
 einsum below, and Richardson finite differences (``tj.fd.hessian(..., return_error=True)``,
 compared within ten times their own error estimate).  Each Hessian is small (<= ~1k entries).
-
-What is still missing is a strict xfail at the end of the file (it fails, XPASS, once fixed).
 """
 
 from __future__ import annotations
@@ -842,7 +840,7 @@ def test_check_order2_plot():
     assert img.shape == (6, 6)
 
 
-# ============================================================================ float32, and what is still missing
+# ============================================================================ float32, argument names
 
 
 def test_float32_of_a_numpy_function_stays_float32():

@@ -2,7 +2,7 @@
 
 References are hand closed forms (numpy / einsum) and Richardson finite differences of the inner call.
 What is not supported must raise TypeError, never return a wrong value; traced arrays that leak out of a
-finished call must not be usable as if they were values.  What is still missing is a strict xfail at the end.
+finished call must not be usable as if they were values.
 """
 
 from __future__ import annotations
@@ -319,7 +319,8 @@ def test_third_order_tensor():
     assert _fd_ok(T, F, err)
 
 
-# ============================================================================ still missing (strict xfails)
+# ----------------------------------------------------------------------------- tj.hessian inside a traced function
+
 
 def test_jacobian_of_hessian():
     got = tj.jacobian(lambda u: tj.hessian(lambda z: np.sum(z**4), u), x) @ y0 @ y0
