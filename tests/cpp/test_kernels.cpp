@@ -6,9 +6,11 @@
 // Built with and without OpenMP by tests/test_cpp_kernels.py.
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <complex>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -498,6 +500,303 @@ static void test_expand_cancel() {
     CHECK(out[0] == -1.0);  // the first poll precedes the first write
 }
 
+// ----------------------------------------------------------------------------- expand: fused passes, tiles
+
+// The sum of `terms` at every output position by brute force (each term's
+// product in factor order, accumulated in long double), on top of `base`.
+template <class T>
+static std::vector<T> naive_expand(std::vector<T> base, i64 offset, const std::vector<tj::Term<T>>& terms) {
+    std::vector<std::complex<long double>> acc(base.size());
+    for (std::size_t e = 0; e < base.size(); ++e) acc[e] = std::complex<long double>(base[e]);
+    for (const auto& t : terms) {
+        const std::size_t V = t.size.size();
+        i64 total = 1;
+        for (i64 s : t.size) total *= s;
+        std::vector<i64> idx(V, 0);
+        for (i64 e = 0; e < total; ++e) {
+            i64 o = offset;
+            std::complex<long double> v(t.coef);
+            for (std::size_t a = 0; a < V; ++a) o += idx[a] * t.out_stride[a];
+            for (const auto& f : t.factors) {
+                i64 fo = 0;
+                for (std::size_t a = 0; a < V; ++a) fo += idx[a] * f.stride[a];
+                v *= std::complex<long double>(f.data[fo]);
+            }
+            acc[static_cast<std::size_t>(o)] += v;
+            for (std::size_t a = V; a-- > 0;)
+                if (++idx[a] < t.size[a]) break;
+                else idx[a] = 0;
+        }
+    }
+    for (std::size_t e = 0; e < base.size(); ++e) {
+        if constexpr (std::is_same_v<T, std::complex<double>> || std::is_same_v<T, std::complex<float>>)
+            base[e] = T(static_cast<typename T::value_type>(acc[e].real()), static_cast<typename T::value_type>(acc[e].imag()));
+        else
+            base[e] = static_cast<T>(acc[e].real());
+    }
+    return base;
+}
+
+template <class T>
+static bool close_to(const std::vector<T>& got, const std::vector<T>& want, double rtol) {
+    for (std::size_t e = 0; e < got.size(); ++e)
+        if (std::abs(got[e] - want[e]) > rtol * (1.0 + std::abs(want[e]))) return false;
+    return true;
+}
+
+template <class T>
+static bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// One test structure: terms over an output buffer of `span` elements (the
+// output starts at `offset`), its shape and strides, and the factor storage.
+template <class T>
+struct Structure {
+    std::vector<i64> shape, strides;
+    i64 span = 0, offset = 0;
+    std::vector<tj::Term<T>> terms;
+    std::vector<std::vector<T>> store;  // factor data
+    const T* add(std::size_t n, unsigned seed) {
+        store.push_back(random_vec<T>(n, seed));
+        return store.back().data();
+    }
+};
+
+// Output strides of 4 axes of extents ext, laid out in the order `perm`
+// (perm[0] outermost), every stride times `step`, all negated when `flip`.
+static void layout4(const i64 ext[4], const int perm[4], i64 step, bool flip, std::vector<i64>& shape,
+                    std::vector<i64>& strides, i64& span, i64& offset) {
+    shape.assign(ext, ext + 4);
+    strides.assign(4, 0);
+    i64 s = step;
+    for (int k = 3; k >= 0; --k) {
+        strides[perm[k]] = s;
+        s *= ext[perm[k]];
+    }
+    span = s;
+    offset = 0;
+    if (flip) {
+        for (auto& x : strides) x = -x;
+        offset = span - step;
+    }
+}
+
+// G like terms coef_g * A_g[i,k] * B_g[l,j] (the sandwich), then optionally
+// a delta term over the same output (i == k, j == l).
+template <class T>
+static Structure<T> sandwich_terms(i64 m, i64 n, i64 p, i64 q, const int perm[4], i64 step, bool flip, int G,
+                                   bool with_delta, unsigned seed) {
+    Structure<T> st;
+    const i64 ext[4] = {m, n, p, q};
+    layout4(ext, perm, step, flip, st.shape, st.strides, st.span, st.offset);
+    const auto& os = st.strides;
+    st.store.reserve(2 * G + 2);
+    for (int g = 0; g < G; ++g) {
+        tj::Term<T> t;
+        t.coef = T(static_cast<float>(g % 3) - 1.25f);
+        t.size = {m, n, p, q};  // i j k l
+        t.out_stride = {os[0], os[1], os[2], os[3]};
+        const T* A = st.add(static_cast<std::size_t>(m * p), seed + 2 * g);
+        const T* B = st.add(static_cast<std::size_t>(q * n), seed + 2 * g + 1);
+        t.factors = {{A, {p, 0, 1, 0}}, {B, {0, 1, 0, n}}};
+        if (g % 2) std::swap(t.factors[0], t.factors[1]);  // factor order differs from term to term
+        st.terms.push_back(t);
+    }
+    if (with_delta && m == p && n == q) {
+        tj::Term<T> d;
+        d.coef = T(0.5f);
+        d.size = {m, n};
+        d.out_stride = {os[0] + os[2], os[1] + os[3]};
+        d.factors = {{st.add(static_cast<std::size_t>(m * n), seed + 99), {n, 1}}};
+        st.terms.push_back(d);
+    }
+    return st;
+}
+
+// Runs the kernel on a copy of `init`; `finite` receives the factor check.
+template <class T>
+static std::vector<T> run_expand(const Structure<T>& st, const std::vector<T>& init,
+                                 const std::vector<tj::Term<T>>& terms, int nt, tj::ExpandMode mode,
+                                 bool* finite = nullptr) {
+    std::vector<T> out = init;
+    tj::expand<T>(out.data() + st.offset, st.shape, st.strides, terms, nt, mode, finite);
+    return out;
+}
+
+// Term by term: the first in `mode`, the others accumulated, one expand call each.
+template <class T>
+static std::vector<T> run_one_by_one(const Structure<T>& st, const std::vector<T>& init, int nt, tj::ExpandMode mode) {
+    std::vector<T> out = init;
+    for (std::size_t t = 0; t < st.terms.size(); ++t)
+        tj::expand<T>(out.data() + st.offset, st.shape, st.strides, {st.terms[t]}, nt,
+                      t == 0 ? mode : tj::ExpandMode::accumulate);
+    return out;
+}
+
+template <class T>
+static void check_fused(i64 m, i64 n, i64 p, i64 q, const int perm[4], i64 step, bool flip, int G, double rtol) {
+    const auto st = sandwich_terms<T>(m, n, p, q, perm, step, flip, G, false, 11);
+    const std::vector<T> init = random_vec<T>(static_cast<std::size_t>(st.span), 5);
+    for (auto mode : {tj::ExpandMode::write, tj::ExpandMode::accumulate}) {
+        std::vector<T> base = init;
+        if (mode == tj::ExpandMode::write) {  // positions of the output start from zero, the gaps keep init
+            tj::Term<T> all;
+            all.coef = T(1);
+            all.size = st.shape;
+            all.out_stride = st.strides;
+            std::vector<T> ones(init.size(), T(0));
+            ones = run_expand(st, ones, {all}, 1, tj::ExpandMode::write);
+            for (std::size_t e = 0; e < base.size(); ++e)
+                if (ones[e] == T(1)) base[e] = T(0);
+        }
+        const std::vector<T> want = naive_expand(base, st.offset, st.terms);
+        const std::vector<T> fused = run_expand(st, init, st.terms, 1, mode);
+        CHECK(close_to(fused, want, rtol));
+        CHECK(same_bits(fused, run_one_by_one(st, init, 1, mode)));  // fusion never changes a bit
+        for (int nt : {2, 3, 7}) CHECK(same_bits(fused, run_expand(st, init, st.terms, nt, mode)));
+        tj::expand_force_baseline(true);
+        CHECK(same_bits(fused, run_expand(st, init, st.terms, 2, mode)));  // baseline and AVX2 agree
+        tj::expand_force_baseline(false);
+    }
+}
+
+static void test_expand_fused() {
+    const int perms[4][4] = {{0, 1, 2, 3}, {2, 3, 0, 1}, {0, 1, 3, 2}, {3, 2, 1, 0}};  // tensor, gradient, numerator, vec
+    for (const auto& perm : perms)
+        for (int G : {1, 2, 3, 4, 5, 9}) check_fused<double>(5, 4, 6, 7, perm, 1, false, G, 1e-13);
+    for (int G : {2, 4, 9}) {
+        check_fused<double>(3, 5, 4, 6, perms[0], 2, true, G, 1e-13);   // reversed, every other element
+        check_fused<double>(17, 16, 16, 16, perms[0], 1, false, G, 1e-13);  // tiles, several blocks
+        check_fused<float>(9, 8, 7, 16, perms[1], 1, false, G, 2e-5);
+        check_fused<std::complex<double>>(4, 3, 5, 2, perms[3], 1, false, G, 1e-13);
+    }
+    check_fused<double>(1, 1, 1, 1, perms[0], 1, false, 3, 1e-13);
+    // which terms share a pass: the same output positions, whatever the order of their variables
+    tj::Term<double> a, b;
+    a.size = {3, 4, 1};
+    a.out_stride = {4, 1, 99};
+    b.size = {4, 3};
+    b.out_stride = {1, 4};
+    tj::detail::Fixed<int, tj::kMaxVars> map;
+    CHECK(tj::detail::same_positions(a, tj::detail::loop_order(a), b, map) && map[0] == 1 && map[1] == 0);
+    b.out_stride = {1, 5};
+    CHECK(!tj::detail::same_positions(a, tj::detail::loop_order(a), b, map));
+    b.out_stride = {1, 4};
+    b.size = {4, 0};
+    CHECK(!tj::detail::same_positions(a, tj::detail::loop_order(a), b, map));
+    check_fused<double>(2, 1, 3000, 5, perms[0], 1, false, 3, 1e-13);  // size-1 variables, long panels
+}
+
+// A dense pass and a delta term over the same output, in every mode and order
+// (the kernel swaps a covering second term to the front), against loops.
+static void test_expand_mixed_passes() {
+    const int perm[4] = {0, 1, 2, 3};
+    for (int G : {1, 2, 3}) {
+        auto st = sandwich_terms<double>(6, 5, 6, 5, perm, 1, false, G, true, 21);
+        const std::vector<double> init = random_vec<double>(static_cast<std::size_t>(st.span), 6);
+        for (int order = 0; order < 2; ++order) {
+            if (order) std::rotate(st.terms.rbegin(), st.terms.rbegin() + 1, st.terms.rend());  // delta first
+            const std::vector<double> zero(init.size(), 0.0);
+            CHECK(close_to(run_expand(st, init, st.terms, 2, tj::ExpandMode::write), naive_expand(zero, 0, st.terms),
+                           1e-13));
+            CHECK(close_to(run_expand(st, zero, st.terms, 2, tj::ExpandMode::zeroed),
+                           naive_expand(zero, 0, st.terms), 1e-13));
+            const auto acc = run_expand(st, init, st.terms, 1, tj::ExpandMode::accumulate);
+            CHECK(close_to(acc, naive_expand(init, 0, st.terms), 1e-13));
+            CHECK(same_bits(acc, run_expand(st, init, st.terms, 3, tj::ExpandMode::accumulate)));
+        }
+    }
+}
+
+// Inner factors that need the row buffer: two of them, strided, rows longer
+// than the buffer (segments), and a constant term fused with them.
+static void test_expand_row_buffers() {
+    for (i64 row : {7, 300, 4096, 5000, 9001}) {
+        const i64 m = 3;
+        const auto a = random_vec<double>(static_cast<std::size_t>(2 * row), 1);
+        const auto b = random_vec<double>(static_cast<std::size_t>(m * row), 2);
+        const auto c = random_vec<double>(static_cast<std::size_t>(m), 3);
+        tj::Term<double> t1, t2, t3;
+        t1.coef = 1.5;
+        t1.size = {m, row};  // i t
+        t1.out_stride = {row, 1};
+        t1.factors = {{c.data(), {1, 0}}, {a.data(), {0, 2}}, {b.data(), {1, m}}};  // a strided, b transposed
+        t2 = t1;
+        t2.coef = -0.5;
+        t2.factors = {{b.data(), {row, 1}}};
+        t3 = t1;
+        t3.coef = 0.25;
+        t3.factors.clear();
+        const std::vector<tj::Term<double>> terms{t1, t2, t3};
+        std::vector<double> out(static_cast<std::size_t>(m * row)), zero(out.size(), 0.0);
+        tj::expand<double>(out.data(), {m, row}, {row, 1}, terms, 1);
+        CHECK(close_to(out, naive_expand(zero, 0, terms), 1e-13));
+        for (int nt : {2, 5}) {
+            std::vector<double> o2(out.size());
+            tj::expand<double>(o2.data(), {m, row}, {row, 1}, terms, nt);
+            CHECK(same_bits(out, o2));
+        }
+        std::vector<double> seq(out.size());
+        tj::expand<double>(seq.data(), {m, row}, {row, 1}, {t1}, 1);
+        tj::expand<double>(seq.data(), {m, row}, {row, 1}, {t2}, 1, tj::ExpandMode::accumulate);
+        tj::expand<double>(seq.data(), {m, row}, {row, 1}, {t3}, 1, tj::ExpandMode::accumulate);
+        CHECK(same_bits(out, seq));
+    }
+}
+
+// The non-finite check: a factor read in place (big: checked as the row
+// kernels read it; small: checked before the pass), small factors read
+// through a buffer or a copy, every dtype.
+template <class T>
+static void check_finite_flag(i64 m, i64 n) {
+    const double inf = std::numeric_limits<double>::infinity();
+    std::vector<T> A = random_vec<T>(static_cast<std::size_t>(m * n), 7);
+    std::vector<T> u = random_vec<T>(static_cast<std::size_t>(2 * n), 8);
+    std::vector<T> v = random_vec<T>(static_cast<std::size_t>(m), 9);
+    std::vector<T> out(static_cast<std::size_t>(m * n));
+    tj::Term<T> t, t2;
+    t.coef = T(2);
+    t.size = {m, n};
+    t.out_stride = {n, 1};
+    t.factors = {{A.data(), {n, 1}}};
+    t2 = t;  // v[i] u[2 j]: u strided along the row
+    t2.factors = {{v.data(), {1, 0}}, {u.data(), {0, 2}}};
+    std::vector<T>* arrs[3] = {&A, &u, &v};
+    for (int which = 0; which < 3; ++which) {
+        for (int nt : {1, 2}) {
+            bool finite = false;
+            tj::expand<T>(out.data(), {m, n}, {n, 1}, {t, t2}, nt, tj::ExpandMode::write, &finite);
+            CHECK(finite);
+            std::vector<T>& arr = *arrs[which];
+            const std::size_t at = which == 1 ? 2 * (arr.size() / 4) : arr.size() - 1;
+            const T keep = arr[at];
+            arr[at] = which == 2 ? T(static_cast<float>(inf - inf)) : T(static_cast<float>(inf));  // nan or inf
+            tj::expand<T>(out.data(), {m, n}, {n, 1}, {t, t2}, nt, tj::ExpandMode::write, &finite);
+            CHECK(!finite);
+            tj::expand<T>(out.data(), {m, n}, {n, 1}, {t}, nt, tj::ExpandMode::accumulate, &finite);
+            CHECK(finite == (which != 0));  // only the values read count
+            arr[at] = keep;
+        }
+    }
+}
+
+static void test_expand_finite_flag() {
+    check_finite_flag<double>(5, 7);
+    check_finite_flag<double>(300, 257);  // A read in place and checked by the row kernels
+    check_finite_flag<float>(129, 64);
+    check_finite_flag<std::complex<double>>(70, 70);
+    // a factor the kernel never reads (the term is empty) is not reported
+    std::vector<double> A(4, std::numeric_limits<double>::quiet_NaN()), out(1);
+    tj::Term<double> t;
+    t.size = {0, 4};
+    t.out_stride = {4, 1};
+    t.factors = {{A.data(), {0, 1}}};
+    bool finite = false;
+    tj::expand<double>(out.data(), {0, 4}, {4, 1}, {t}, 1, tj::ExpandMode::write, &finite);
+    CHECK(finite);
+}
+
 // ----------------------------------------------------------------------------- kron
 
 static void test_kron() {
@@ -596,6 +895,10 @@ int main() {
     run("expand edge cases and errors", test_expand_edge_cases);
     run("expand thread invariance", test_expand_thread_invariance);
     run("expand cancellation", test_expand_cancel);
+    run("expand fused passes (values, bitwise vs one by one, threads, baseline SIMD)", test_expand_fused);
+    run("expand mixed passes and modes", test_expand_mixed_passes);
+    run("expand row buffers and segments", test_expand_row_buffers);
+    run("expand non-finite check", test_expand_finite_flag);
     run("kron kernels", test_kron);
     run("kron thread invariance and cancellation", test_kron_thread_invariance_and_cancel);
     std::printf("%d checks, %d failed\n", g_checks, g_failures);

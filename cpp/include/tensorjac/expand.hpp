@@ -450,49 +450,55 @@ struct Tile {
     std::uint64_t acc;
 };
 
+// One row: the pointers are parameters so that __restrict__ holds (no
+// run-time aliasing checks; factors never overlap the output).
+template <int G, bool Acc, bool Contig, bool Scan, class T>
+TJ_INLINE std::uint64_t row_g(T* TJ_RESTRICT o, i64 os, i64 n, const T* TJ_RESTRICT p0, const T* TJ_RESTRICT p1,
+                              const T* TJ_RESTRICT p2, const T* TJ_RESTRICT p3, T s0, T s1, T s2, T s3,
+                              std::uint64_t m0, std::uint64_t m1, std::uint64_t m2, std::uint64_t m3) {
+    std::uint64_t acc = 0;
+    for (i64 t = 0; t < n; ++t) {
+        T& dst = Contig ? o[t] : o[t * os];
+        const T a0 = p0[t];
+        T v = s0 * a0;
+        if constexpr (Scan) acc |= m0 & nonfinite_bits(a0);
+        if constexpr (Acc) v = dst + v;
+        if constexpr (G > 1) {
+            const T a1 = p1[t];
+            v += s1 * a1;
+            if constexpr (Scan) acc |= m1 & nonfinite_bits(a1);
+        }
+        if constexpr (G > 2) {
+            const T a2 = p2[t];
+            v += s2 * a2;
+            if constexpr (Scan) acc |= m2 & nonfinite_bits(a2);
+        }
+        if constexpr (G > 3) {
+            const T a3 = p3[t];
+            v += s3 * a3;
+            if constexpr (Scan) acc |= m3 & nonfinite_bits(a3);
+        }
+        dst = v;
+    }
+    (void)os, (void)p1, (void)p2, (void)p3, (void)s1, (void)s2, (void)s3, (void)m0, (void)m1, (void)m2, (void)m3;
+    return acc;
+}
+
 template <int G, bool Acc, bool Contig, bool Scan, class T>
 TJ_INLINE void tile_g(Tile<T>& k) {
-    const i64 n = k.n, os = k.os;
     std::uint64_t acc = 0;
-    const std::uint64_t m0 = k.smask[0], m1 = k.smask[1], m2 = k.smask[2], m3 = k.smask[3];
     for (i64 q = 0; q < k.Q; ++q)
         for (i64 r = 0; r < k.R; ++r) {
-            T* TJ_RESTRICT o = k.out + q * k.oq + r * k.orr;
             const T* sv = k.sv + q * k.svq + r;
-            const T* TJ_RESTRICT p0 = k.src[0] + q * k.pq[0] + r * k.pr[0];
-            const T* TJ_RESTRICT p1 = G > 1 ? k.src[1] + q * k.pq[1] + r * k.pr[1] : nullptr;
-            const T* TJ_RESTRICT p2 = G > 2 ? k.src[2] + q * k.pq[2] + r * k.pr[2] : nullptr;
-            const T* TJ_RESTRICT p3 = G > 3 ? k.src[3] + q * k.pq[3] + r * k.pr[3] : nullptr;
-            const T s0 = sv[0];
-            const T s1 = G > 1 ? sv[k.svg] : T(0);
-            const T s2 = G > 2 ? sv[2 * k.svg] : T(0);
-            const T s3 = G > 3 ? sv[3 * k.svg] : T(0);
-            for (i64 t = 0; t < n; ++t) {
-                T& dst = Contig ? o[t] : o[t * os];
-                const T a0 = p0[t];
-                T v = s0 * a0;
-                if constexpr (Scan) acc |= m0 & nonfinite_bits(a0);
-                if constexpr (Acc) v = dst + v;
-                if constexpr (G > 1) {
-                    const T a1 = p1[t];
-                    v += s1 * a1;
-                    if constexpr (Scan) acc |= m1 & nonfinite_bits(a1);
-                }
-                if constexpr (G > 2) {
-                    const T a2 = p2[t];
-                    v += s2 * a2;
-                    if constexpr (Scan) acc |= m2 & nonfinite_bits(a2);
-                }
-                if constexpr (G > 3) {
-                    const T a3 = p3[t];
-                    v += s3 * a3;
-                    if constexpr (Scan) acc |= m3 & nonfinite_bits(a3);
-                }
-                dst = v;
-            }
+            acc |= row_g<G, Acc, Contig, Scan>(
+                k.out + q * k.oq + r * k.orr, k.os, k.n, k.src[0] + q * k.pq[0] + r * k.pr[0],
+                G > 1 ? k.src[1] + q * k.pq[1] + r * k.pr[1] : nullptr,
+                G > 2 ? k.src[2] + q * k.pq[2] + r * k.pr[2] : nullptr,
+                G > 3 ? k.src[3] + q * k.pq[3] + r * k.pr[3] : nullptr, sv[0], G > 1 ? sv[k.svg] : T(0),
+                G > 2 ? sv[2 * k.svg] : T(0), G > 3 ? sv[3 * k.svg] : T(0), k.smask[0], k.smask[1], k.smask[2],
+                k.smask[3]);
         }
     if constexpr (Scan) k.acc |= acc;
-    (void)m0, (void)m1, (void)m2, (void)m3;
 }
 
 // One term without inner factors: each row is its scalar.
