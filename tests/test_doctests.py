@@ -23,6 +23,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 MODULES = [
     "tensorjac._api",  # jacobian, value_and_jacobian, grad, vjp, jvp
+    "tensorjac._hessian",  # hessian, hvp
     "tensorjac._ad",  # chain, kron_matvec
     "tensorjac._config",  # threads, memory budget, JacobianTooLargeError
     "tensorjac._rule",  # Op

@@ -373,6 +373,7 @@ def value_and_jacobian(
     layout: Layout = "tensor",
     out: np.ndarray | None = None,
     num_threads: int | None = None,
+    batch_axis: int | None = None,
     **kwargs: Any,
 ) -> tuple[Any, Any]:
     """``(f(*args), jacobian(f, *args, ...))`` from a single evaluation of ``f``.
@@ -396,13 +397,13 @@ def value_and_jacobian(
     >>> float(v), J
     (5.0, array([2., 4.]))
     """
-    if isinstance(f, Op) and _plain(args, kwargs):
+    if isinstance(f, Op) and batch_axis is None and _plain(args, kwargs):
         arrs = [np.asarray(a) for a in args]
         return f(*arrs, **{k: v for k, v in kwargs.items()}), op_jacobian(
             f, *arrs, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs
         )
     call = _Call("tj.value_and_jacobian", f, args, kwargs, wrt)
-    return call.values(), _jacobians(call, layout, out, num_threads)
+    return call.values(), _jacobians(call, layout, out, num_threads, batch_axis)
 
 
 def grad(f: Any, *args: Any, wrt: Any = 0, num_threads: int | None = None, **kwargs: Any) -> Any:

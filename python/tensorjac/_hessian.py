@@ -118,7 +118,8 @@ def hessian(
     >>> S = np.array([[2., 1.], [1., 3.]])
     >>> H = tj.hessian(lambda X: np.linalg.slogdet(X)[1], S, layout="matrix")
     >>> Si = np.linalg.inv(S)
-    >>> np.allclose(H, -np.kron(Si, Si.T)), H.shape     # -inv(S).T[l,i] inv(S).T[j,k]
+    >>> T = -np.einsum("jk,li->ijkl", Si, Si)           # d inv(S).T[i,j] / dS[k,l]
+    >>> np.allclose(H, T.reshape(4, 4)), H.shape
     (True, (4, 4))
     """
     if not isinstance(layout, str) or layout not in _HESSIAN_LAYOUTS:
