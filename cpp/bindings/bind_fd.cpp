@@ -63,8 +63,8 @@ void build_stack(const py::array& x, const py::array& h, const py::array& sigma,
             throw py::type_error("an imaginary step needs a complex stack dtype");
         T* o = static_cast<T*>(out.mutable_data());
         const int nt = resolve_threads(num_threads);
-        MaybeRelease release(out.shape(0) * N);
-        tensorjac::fd::build_stack<T>(xx.data(), N, hh.data(), ss.data(), K, n0, n1, imag, o, nt);
+        run_kernel(out.shape(0) * N,
+                   [&] { tensorjac::fd::build_stack<T>(xx.data(), N, hh.data(), ss.data(), K, n0, n1, imag, o, nt); });
     });
 }
 
@@ -101,8 +101,9 @@ void run_combine(const py::array& ys, const py::array& y0, i64 M, i64 n0, i64 n1
     need_typed<JT>(J, "J", J.ndim());
     ER* e = err_ptr<ER>(err, J);
     JT* j = static_cast<JT*>(J.mutable_data());
-    MaybeRelease release(tensorjac::checked_mul(tensorjac::checked_mul(n1 - n0, M), rule.K));
-    tensorjac::fd::combine<Y, Imag>(yy.data(), y00.data(), M, n0, n1, h, rule, moff, noff, j, e, st, nt);
+    run_kernel(tensorjac::checked_mul(tensorjac::checked_mul(n1 - n0, M), rule.K), [&] {
+        tensorjac::fd::combine<Y, Imag>(yy.data(), y00.data(), M, n0, n1, h, rule, moff, noff, j, e, st, nt);
+    });
 }
 
 struct Common {
@@ -200,9 +201,10 @@ void combine_richardson(const py::array& ys, const py::array& y0, const py::arra
         need_typed<Y>(J, "J", J.ndim());
         ER* e = err_ptr<ER>(err, J);
         Y* j = static_cast<Y*>(J.mutable_data());
-        MaybeRelease release(tensorjac::checked_mul(tensorjac::checked_mul(n1 - n0, cm.M), 2 * levels));
-        tensorjac::fd::combine_richardson<Y>(yy.data(), y00.data(), cm.M, n0, n1, cm.h.data(), levels, ratio, eps,
-                                             tiny, cm.mo.data(), cm.no.data(), j, e, st, nt);
+        run_kernel(tensorjac::checked_mul(tensorjac::checked_mul(n1 - n0, cm.M), 2 * levels), [&] {
+            tensorjac::fd::combine_richardson<Y>(yy.data(), y00.data(), cm.M, n0, n1, cm.h.data(), levels, ratio, eps,
+                                                 tiny, cm.mo.data(), cm.no.data(), j, e, st, nt);
+        });
     });
 }
 

@@ -328,7 +328,8 @@ def jacobian(
         C-order flattening; "vec": ``(M, N)`` with column-major flattening;
         "diagonal": only ``f'(x)`` for elementwise Jacobians.
     out : ndarray, optional
-        Filled in place and returned; its shape and dtype must match exactly.
+        Filled in place and returned; its shape and dtype must match exactly
+        (its contents are unspecified after a KeyboardInterrupt).
     num_threads : int, optional
         Threads of the C++ kernels for this call (results are bitwise identical
         for any count).
