@@ -222,3 +222,28 @@ def test_public_api_thread_counts_bitwise(layout: str) -> None:
     # and against the closed form of one of them
     ref = np.einsum("ik,lj->ijkl", A, B)
     np.testing.assert_allclose(calls[0](2), to_layout(ref, layout, 2), rtol=1e-13, atol=1e-13)
+
+
+def test_baseline_and_avx2_row_kernels_agree() -> None:
+    """The row kernels compiled for the x86-64 baseline and for AVX2 (chosen at run time) give the same bits."""
+    from tensorjac import _core
+
+    level = _core.expand_simd()
+    assert level in ("avx2", "baseline")
+    with pytest.raises(ValueError, match="expand_simd"):
+        _core.expand_simd("sse9")
+    cases = []
+    for name in STRUCTURES:
+        for dtype in DTYPES:
+            terms, sizes, facs, _, oshape, ishape = STRUCTURES[name](dtype)
+            for layout in ("tensor", "vec"):
+                cases.append((expand_plan(terms, sizes, layout, oshape, ishape, np.dtype(dtype))[1], facs))
+    results = {}
+    try:
+        for lvl in ("baseline", "auto"):
+            assert _core.expand_simd(lvl) == ("baseline" if lvl == "baseline" else level)
+            results[lvl] = [plan(None, facs, 2)[0] for plan, facs in cases]
+    finally:
+        _core.expand_simd("auto")
+    assert _core.expand_simd() == level
+    assert all(np.array_equal(a, b) for a, b in zip(results["baseline"], results["auto"]))

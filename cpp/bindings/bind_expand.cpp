@@ -243,6 +243,20 @@ private:
 }  // namespace
 
 void bind_expand(py::module_& m) {
+    m.def(
+        "expand_simd",
+        [](const py::object& level) {
+            if (!level.is_none()) {
+                const auto name = level.cast<std::string>();
+                if (name != "baseline" && name != "auto")
+                    throw py::value_error("expand_simd: expected 'baseline' or 'auto', got '" + name + "'");
+                tensorjac::expand_force_baseline(name == "baseline");
+            }
+            return tensorjac::expand_simd() == tensorjac::Simd::avx2 ? "avx2" : "baseline";
+        },
+        py::arg("level") = py::none(),
+        "The instruction set of the expand row kernels ('avx2' or 'baseline'); level='baseline' forces the "
+        "baseline (SSE2 on x86-64), 'auto' restores the best the CPU has.  Both give the same bits.");
     py::class_<ExpandPlan>(m, "ExpandPlan")
         .def(py::init<const py::list&, std::vector<i64>, int, py::dtype>(), py::arg("terms"),
              py::arg("shape"), py::arg("nslots"), py::arg("dtype"))

@@ -19,6 +19,7 @@ class ExpandPlan:
         self, out: np.ndarray | None, factors: Sequence[np.ndarray], num_threads: int = 0, accumulate: bool = False
     ) -> tuple[np.ndarray, bool]: ...
 
+def expand_simd(level: str | None = None) -> str: ...
 def fd_build_stack(
     x: np.ndarray, h: np.ndarray, sigma: np.ndarray, n0: int, n1: int, imag: bool, out: np.ndarray,
     num_threads: int = 0,

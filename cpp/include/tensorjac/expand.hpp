@@ -127,16 +127,25 @@ namespace detail {
 
 // A fixed-capacity vector on the stack: the kernel's bookkeeping makes no heap
 // allocations, which matters for tiny Jacobians where call overhead dominates.
+// Only the first size() elements are ever initialised, read or copied.
 template <class T, int N>
 class Fixed {
 public:
-    Fixed() = default;
+    Fixed() {}
     Fixed(int n, T v) { resize(n, v); }
-    void push_back(T v) {
+    Fixed(const Fixed& o) : n_(o.n_) {
+        for (int i = 0; i < n_; ++i) a_[i] = o.a_[i];
+    }
+    Fixed& operator=(const Fixed& o) {
+        n_ = o.n_;
+        for (int i = 0; i < n_; ++i) a_[i] = o.a_[i];
+        return *this;
+    }
+    void push_back(const T& v) {
         if (n_ == N) throw std::length_error("expand: too many index variables or factors");
         a_[n_++] = v;
     }
-    void resize(int n, T v) {
+    void resize(int n, const T& v) {
         if (n > N) throw std::length_error("expand: too many index variables or factors");
         for (int i = n_; i < n; ++i) a_[i] = v;
         n_ = n;
@@ -154,7 +163,7 @@ public:
     const T* end() const { return a_ + n_; }
 
 private:
-    T a_[N]{};
+    T a_[N];
     int n_ = 0;
 };
 
@@ -207,8 +216,9 @@ Fixed<int, kMaxVars> loop_order(const Term<T>& term) {
     Fixed<int, kMaxVars> order;
     for (std::size_t v = 0; v < term.size.size(); ++v)
         if (term.size[v] != 1) order.push_back(static_cast<int>(v));
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return mag(term.out_stride[a]) > mag(term.out_stride[b]); });
+    for (int a = 1; a < order.size(); ++a)  // insertion sort: stable, no allocation, a few elements
+        for (int b = a; b > 0 && mag(term.out_stride[order[b - 1]]) < mag(term.out_stride[order[b]]); --b)
+            std::swap(order[b - 1], order[b]);
     return order;
 }
 
