@@ -227,6 +227,51 @@ def measure(case: Case, nt: int, repeat: int, layout: str = "tensor") -> dict[st
     return res
 
 
+def fusion_cases(mib: float, seed: int = 0) -> dict[str, tuple[dict[str, Callable[[], Any]], tuple[int, ...]]]:
+    """Like terms fused in one kernel pass against what the Python side does today (a dense factor or a
+    low-rank einsum over the whole result, then the kernel), at the same result size."""
+    from tensorjac._expand import expand_plan
+
+    rng = np.random.default_rng(seed)
+    n4, n2, _ = _sizes(mib)
+    f8 = np.dtype(np.float64)
+    out: dict[str, tuple[dict[str, Callable[[], Any]], tuple[int, ...]]] = {}
+    # d(A X B + C X D)/dX = A[i,k] B[l,j] + C[i,k] D[l,j]
+    A, B, C, D = (rng.standard_normal((n4, n4)) for _ in range(4))
+    sz = {"i": n4, "j": n4, "k": n4, "l": n4}
+    two = [(1.0, [("i",), ("j",)], [("k",), ("l",)], [("i", "k"), ("l", "j")])] * 2
+    shape, fused = expand_plan(two, sz, "tensor", (n4, n4), (n4, n4), f8)
+    AC, BD = np.stack([A, C], axis=-1), np.stack([B, D], axis=0)
+
+    def low_rank() -> np.ndarray:  # what merge(final=True) does today: one einsum straight into the result
+        R = np.empty(shape)
+        return np.einsum("ikr,rlj->ijkl", AC, BD, out=R, optimize=False)
+
+    out[f"A[i,k]B[l,j] + C[i,k]D[l,j], n={n4}"] = ({
+        "fused": lambda: fused(None, [A, B, C, D], 0),
+        "low-rank einsum (today)": low_rank,
+    }, shape)
+    # layer norm: c + u[i] v[k] + d[i] delta(i,k)
+    u, v, d = (rng.standard_normal(n2) for _ in range(3))
+    c = np.asarray(0.5)
+    szl = {"i": n2, "k": n2}
+    diag_t = (1.0, [("i",)], [("i",)], [("i",)])
+    shape2, fused3 = expand_plan([(1.0, [("i",)], [("k",)], [()]), (1.0, [("i",)], [("k",)], [("i",), ("k",)]),
+                                  diag_t], szl, "tensor", (n2,), (n2,), f8)
+    _, diag = expand_plan([diag_t], szl, "tensor", (n2,), (n2,), f8)
+
+    def dense_today() -> np.ndarray:  # today: the dense like terms written by numpy into the result, then the delta
+        R = np.multiply.outer(u, v)
+        R += c
+        return diag(R, [d], 0, True)[0]
+
+    out[f"c + u[i]v[k] + d[i] delta(i,k), m={n2}"] = ({
+        "fused": lambda: fused3(None, [c, u, v, d], 0),
+        "dense factor (today)": dense_today,
+    }, shape2)
+    return out
+
+
 def main() -> None:
     from _harness import machine
     from threadpoolctl import threadpool_limits
@@ -237,10 +282,23 @@ def main() -> None:
     ap.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=STRUCTURES)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--layouts", action="store_true", help="also every layout against np.full")
+    ap.add_argument("--fusion", action="store_true", help="only the fused-terms comparison")
     ns = ap.parse_args()
     repeat = 7 if ns.quick else 15
     print(f"Machine: {machine()}")
     print(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    if ns.fusion:
+        print("Like terms: one fused kernel pass against today's densified factor / low-rank einsum "
+              "(time / np.full of the result, default threads)\n")
+        row("terms", "MiB", "fused / full", "today / full", "fused (ms)", "np.full (ms)")
+        row(*["---"] * 6)
+        for mib in ns.sizes:
+            for name, (fns, shape) in fusion_cases(mib).items():
+                t = rounds({**fns, "full": lambda shape=shape: np.full(shape, 1.0)}, repeat)
+                today = next(k for k in fns if k != "fused")
+                row(name, f"{np.prod(shape) * 8 / MIB:.1f}", f"**{t['fused'] / t['full']:.2f}**",
+                    f"{t[today] / t['full']:.2f}", _ms(t["fused"]), _ms(t["full"]))
+        return
     row("structure", "MiB", "threads", "tj (ms)", "np.full (ms)", "tj / full", "out= / fill", "write / full")
     row(*["---"] * 8)
     for s in ns.structures:
