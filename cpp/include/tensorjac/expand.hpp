@@ -30,15 +30,23 @@
 // kMaxPassFactors factors in all share a pass; longer runs take several.
 // So: put like terms next to each other.
 //
-// Rows are written by short counted loops over contiguous pointers that the
-// compiler vectorises (SSE2 at the x86-64 baseline).  On x86-64 with GCC or
-// Clang the float/double kernels are also compiled for AVX2 (without FMA: the
-// same IEEE operations, so the same bits) and chosen at run time when the CPU
-// has it.  Neighbouring rows are handled as a panel: the per-row scalars are
-// computed once per panel (and reused by the next panel when its outer
-// factors are the same), without odometer work per row.  A strided inner
-// factor that is small next to the output is transposed once per call into a
-// contiguous copy, so rows read it in place instead of gathering it per row.
+// Tiles.  Rows are written by short counted loops over __restrict__ pointers
+// that the compiler vectorises (SSE2 at the x86-64 baseline).  On x86-64 with
+// GCC or Clang the float/double row kernels are also compiled for AVX2
+// (without FMA: the same IEEE operations, so the same bits) and chosen at run
+// time when the CPU has it (expand_simd(); expand_force_baseline for tests).
+// The rows along the next loop variable form a panel, and (where the row
+// factors do not move differently) consecutive panels along the variable
+// after it form a tile: one kernel call writes a whole tile from scalars
+// computed for its rows in one go, so short rows (n = 16..32) carry no
+// odometer or buffer bookkeeping.  A strided inner factor that is small next
+// to the output is transposed once per call into a contiguous copy, so rows
+// read it in place instead of gathering it per row.
+//
+// Non-finite factors.  With expand(..., &finite) the kernel reports whether
+// every factor value it reads is finite: large factors read in place (e.g.
+// a dense Jacobian copied from one factor) are checked by the row kernels as
+// they read them, at no extra pass over memory; the others before the pass.
 //
 // Factors must not overlap the output.  Header-only, templated on the element
 // type, no Python headers.
@@ -48,7 +56,6 @@
 #include <complex>
 #include <cstdint>
 #include <cstring>
-#include <numeric>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -62,12 +69,15 @@
 #endif
 #if defined(__GNUC__) || defined(__clang__)
 #define TJ_INLINE inline __attribute__((always_inline))
-#define TJ_LAMBDA_INLINE __attribute__((always_inline))
 #define TJ_RESTRICT __restrict__
 #else
 #define TJ_INLINE inline
-#define TJ_LAMBDA_INLINE
 #define TJ_RESTRICT
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define TJ_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define TJ_LAMBDA_INLINE
 #endif
 
 namespace tensorjac {
@@ -207,7 +217,7 @@ i64 check_term(const Term<T>& term) {
     return total;
 }
 
-inline i64 mag(i64 x) { return x < 0 ? -x : x; }
+inline std::uint64_t mag(i64 x) { return x < 0 ? 0 - static_cast<std::uint64_t>(x) : static_cast<std::uint64_t>(x); }
 
 // The variables of a term that do not have size 1, by decreasing |output
 // stride| (ties keep their order).
@@ -437,7 +447,7 @@ RowPlan<T> plan_rows(const Pass<T>& p) {
             i64 n = 1;
             for (int v = 0; v < V; ++v)
                 if (p.fstride[f][v] != 0) n *= p.size[v];
-            rp.kscan[f] = n >= kScanInRows && 2 * n >= p.total;
+            rp.kscan[f] = n >= kScanInRows && n >= p.total - n;  // n <= total: no overflow
         }
     return rp;
 }
