@@ -865,6 +865,107 @@ def warn_nonfinite(
 # ----------------------------------------------------------------------------- several arguments
 
 
+class _Shared:
+    """f of a perturbation shared by every sample: ``z`` (one sample's shape) is added to each
+    sample of x along ``axis`` (picklable when f is)."""
+
+    def __init__(self, f: Callable[..., Any], args: tuple[Any, ...], pos: int, axis: int) -> None:
+        self.f, self.args, self.pos, self.axis = f, args, pos, axis
+
+    def __call__(self, z: Any) -> Any:
+        x = self.args[self.pos]
+        return self.f(*self.args[: self.pos], x + np.expand_dims(z, self.axis), *self.args[self.pos + 1 :])
+
+
+def _per_sample(
+    f: Callable[..., Any], args: tuple[Any, ...], pos: int, batch_axis: Any, method: str, step: Any,
+    vectorized: bool, chunk_size: int | None, num_threads: int | None, executor: Executor | None, layout: str,
+    return_error: bool, progress: bool, check_batch: bool,
+) -> Any:
+    """Per-sample finite differences: one perturbation of every sample at once per in-sample entry."""
+    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
+        raise TypeError(f"tj.fd.jacobian: batch_axis must be an int or None, got {batch_axis!r}")
+    if vectorized:
+        raise ValueError("tj.fd.jacobian: batch_axis and vectorized=True cannot be combined")
+    x = input_array(args[pos], "x")
+    if not -x.ndim <= batch_axis < x.ndim:
+        raise ValueError(f"tj.fd.jacobian: batch_axis={batch_axis} is out of range for x of shape {x.shape}")
+    ax = int(batch_axis) % x.ndim
+    args = args[:pos] + (x,) + args[pos + 1 :]
+    g = _Shared(f, args, pos, ax)
+    z0 = np.zeros(tuple(np.delete(np.array(x.shape, dtype=np.int64), ax)), dtype=x.dtype)
+    with Problem(g, z0, num_threads=num_threads, executor=executor, progress=progress, argname="x") as prob:
+        y0 = np.asarray(prob.y0)  # f(x): the only evaluation besides the perturbed ones
+        if y0.ndim != x.ndim or y0.shape[ax] != x.shape[ax]:
+            raise ValueError(
+                f"tj.fd.jacobian: batch_axis={batch_axis} needs f's output to have the input's rank and its "
+                f"batch length; x has shape {x.shape}, f(x) has shape {y0.shape}"
+            )
+        if step is None:  # each in-sample entry: the smallest default step over the samples
+            step = _sample_steps(x, ax, prob.eps, _scheme(method).step_power)
+        J, err = prob.jacobian(method, step, "tensor", return_error)
+    if check_batch:
+        _check_independent(f, args, pos, ax, y0, J)
+    res = _per_sample_layout(J, ax, y0.ndim, layout)
+    if return_error:
+        assert err is not None
+        return res, _per_sample_layout(err, ax, y0.ndim, layout)
+    return res
+
+
+def _sample_steps(x: np.ndarray, ax: int, eps: float, power: float) -> np.ndarray:
+    """The module's default steps of every entry of x (relative to |x|), the smallest over the samples."""
+    a = np.abs(x).astype(np.float64)
+    nz = a[a > 0]
+    floor = min(float(np.median(nz)), 1.0) if nz.size else 1.0
+    lo = float(np.finfo(_real(x.dtype)).tiny) * 2.0**20 / eps**power
+    s_ = np.maximum(np.where(a > 0, a, floor), lo)
+    return np.exp2(np.round(np.log2(eps**power * s_))).min(axis=ax)
+
+
+def _check_independent(f: Callable[..., Any], args: tuple[Any, ...], pos: int, ax: int, y0: np.ndarray,
+                       J: np.ndarray) -> None:
+    """Perturb one sample alone (two of them, in turn): the other samples' outputs must not move."""
+    x = args[pos]
+    B = x.shape[ax]
+    eps = float(np.finfo(_real(x.dtype)).eps)
+    scale = max(float(np.max(np.abs(x), initial=0.0)), 1.0)
+    rng = np.random.default_rng(0)
+    for b in sorted({0, B - 1}):
+        d = np.zeros_like(x)
+        sl = [slice(None)] * x.ndim
+        sl[ax] = b
+        d[tuple(sl)] = rng.choice([-1.0, 1.0], d[tuple(sl)].shape) * np.sqrt(eps) * scale
+        y = np.asarray(f(*args[:pos], x + d, *args[pos + 1 :]))
+        moved = np.abs(np.delete(y - y0, b, axis=ax))
+        tol = 100 * eps * max(float(np.max(np.abs(y0), initial=0.0)), 1.0)
+        if moved.size and float(moved.max()) > tol:
+            raise ValueError(
+                f"tj.fd.jacobian: batch_axis={ax}: f mixes samples -- perturbing sample {b} alone changed other "
+                f"samples' outputs by up to {float(moved.max()):.3g}; the per-sample Jacobian does not describe f"
+            )
+
+
+def _per_sample_layout(J: np.ndarray, ax: int, P: int, layout: str) -> np.ndarray:
+    """(out with the batch at ax) + in_sample -> (B, *out_sample, *in_sample) in a per-sample layout."""
+    T = np.moveaxis(J, ax, 0)
+    out_s, in_s = T.shape[1:P], T.shape[P:]
+    p, r = len(out_s), len(in_s)
+    if layout == "tensor":
+        return T
+    if layout == "gradient":
+        return np.transpose(T, [0, *range(1 + p, 1 + p + r), *range(1, 1 + p)])
+    if layout == "numerator":
+        return np.transpose(T, [0, *range(1, 1 + p), *range(p + r, p, -1)])
+    M, N = int(np.prod(out_s, dtype=np.int64)), int(np.prod(in_s, dtype=np.int64))
+    if layout == "matrix":
+        return T.reshape(T.shape[0], M, N)
+    if layout == "vec":
+        V = np.transpose(T, [0, *range(p, 0, -1), *range(p + r, p, -1)])
+        return V.reshape(T.shape[0], M, N)
+    raise ValueError(f"tj.fd.jacobian: layout {layout!r} is not available per sample")
+
+
 class Partial:
     """``f`` as a function of its argument ``pos`` alone, the others fixed (picklable when f is)."""
 
@@ -942,6 +1043,8 @@ def jacobian(
     layout: str = "tensor",
     return_error: bool = False,
     progress: bool = False,
+    batch_axis: int | None = None,
+    check_batch: bool = False,
 ) -> Any:
     """Finite-difference Jacobian of a callable: ``T[m..., n...] = d f(*args)[m...] / d args[wrt][n...]``.
 
@@ -975,6 +1078,15 @@ def jacobian(
         Also return a per-entry error estimate (same shape and layout, real dtype).
     progress : bool
         Show a tqdm progress bar (optional extra ``tensorjac[progress]``).
+    batch_axis : int, optional
+        Per-sample Jacobians, as in :func:`tensorjac.jacobian`: when axis ``batch_axis`` of x holds
+        independent samples that f maps one to one onto the same axis of its output, the result is
+        ``(B, *out_sample, *in_sample)`` (the layout applies to each sample).  Every sample is
+        perturbed at once, so f is called about as often as for one sample (B times fewer calls);
+        the step of an in-sample entry is the smallest default step over the samples.
+    check_batch : bool
+        With ``batch_axis``, also verify that f does not mix samples: two extra evaluations perturb
+        one sample alone and require every other sample's output to stay unchanged (ValueError).
 
     Returns
     -------
@@ -1006,6 +1118,11 @@ def jacobian(
         raise ValueError(f"tj.fd.jacobian: unknown method {method!r}; expected one of {', '.join(METHODS)}")
     check_layout(layout)
     positions, many = resolve_wrt(f, len(args), wrt, "tj.fd.jacobian")
+    if batch_axis is not None:
+        if many:
+            raise ValueError("tj.fd.jacobian: batch_axis needs a single wrt")
+        return _per_sample(f, args, positions[0], batch_axis, method, step, vectorized, chunk_size,
+                           num_threads, executor, layout, return_error, progress, check_batch)
     results = []
     for pos in positions:
         g = f if len(args) == 1 else Partial(f, args, pos)
