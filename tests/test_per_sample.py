@@ -95,8 +95,8 @@ def test_bad_batch_axis():
         tj.jacobian(np.tanh, X, batch_axis=2)
     with pytest.raises(TypeError, match="batch_axis"):
         tj.jacobian(np.tanh, X, batch_axis=0.0)
-    with pytest.raises(ValueError, match="same rank"):
-        tj.jacobian(lambda X: X.sum(axis=1), X, batch_axis=0)
+    with pytest.raises(ValueError, match="different axes"):
+        tj.jacobian(lambda X: X.sum(axis=0), X.T, batch_axis=-1)  # axis 0 of the output, 1 of X.T
     with pytest.raises(ValueError, match="different lengths"):
         tj.jacobian(lambda X: X[:2] * 1.0, X, batch_axis=0)
 
@@ -137,5 +137,76 @@ def test_fd_per_sample_check_refuses_mixing():
         tj.fd.jacobian(lambda X: X - X.mean(axis=0), X, batch_axis=0, check_batch=True)
     J = tj.fd.jacobian(lambda X: np.sin(X) * 2, X, batch_axis=0, check_batch=True)
     np.testing.assert_allclose(J, np.stack([np.diag(2 * np.cos(x)) for x in X]), atol=1e-7)
-    with pytest.raises(ValueError, match="rank"):
-        tj.fd.jacobian(lambda X: X.sum(axis=1), X, batch_axis=0)
+    with pytest.raises(ValueError, match="different axes"):
+        tj.fd.jacobian(lambda X: X.sum(axis=0), X.T, batch_axis=-1)
+
+
+def test_per_sample_scalar_outputs_give_per_sample_gradients():
+    """An output sample may have another rank than an input sample: a loss per sample gives the
+    per-sample gradients (B, *x_sample), exactly and by finite differences."""
+    X = rng.standard_normal((B, 3))
+    f = lambda X: np.log(np.exp(X @ W).sum(axis=1))
+    P = np.exp(X @ W)
+    P /= P.sum(axis=1, keepdims=True)
+    want = P @ W.T  # d/dx log sum exp(x W) = W softmax(x W)
+    np.testing.assert_allclose(tj.jacobian(f, X, batch_axis=0), want, rtol=1e-12)
+    np.testing.assert_allclose(tj.fd.jacobian(f, X, batch_axis=0, check_batch=True), want, rtol=1e-6)
+    np.testing.assert_allclose(tj.jacobian(f, X, batch_axis=0, layout="matrix"), want[:, None, :], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- per-sample Hessians
+
+
+def _hessian_blocks(H, out_shape, in_shape, axis):
+    """H[..b.., ..b.., ..b..] of the full tensor-layout Hessian, batch axis first: (B, *out_s, *in_s, *in_s)."""
+    P, R = len(out_shape), len(in_shape)
+    a, r = axis % P, axis % R
+    H = np.moveaxis(H, (a, P + r, P + R + r), (0, 1, 2))
+    return np.einsum("bbb...->b...", H)
+
+
+HESSIAN_CASES = {
+    "row sums of tanh(X W)": (lambda X: np.tanh(X @ W).sum(axis=1), (B, 3), 0),
+    "row log-sum-exp": (lambda X: np.log(np.exp(X @ W).sum(axis=1)), (B, 3), 0),
+    "vector output per sample": (lambda X: np.sin(X) * X[:, ::-1], (B, 3), 0),
+    "samples on axis 1": (lambda X: (np.tanh(W.T @ X) ** 2).sum(axis=0, keepdims=True), (3, B), 1),
+}
+
+
+@pytest.mark.parametrize("name", list(HESSIAN_CASES))
+def test_per_sample_hessian_is_the_block_diagonal(name):
+    f, shape, axis = HESSIAN_CASES[name]
+    X = rng.standard_normal(shape)
+    want = _hessian_blocks(tj.hessian(f, X), f(X).shape, X.shape, axis)
+    got = tj.hessian(f, X, batch_axis=axis)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(HESSIAN_CASES))
+def test_per_sample_hessian_matches_differences_of_the_gradient(name):
+    """Independent of tj.hessian: central differences of the per-sample Jacobian, one input entry of
+    every sample perturbed at once (the samples do not mix)."""
+    f, shape, axis = HESSIAN_CASES[name]
+    X = rng.standard_normal(shape)
+    got = np.moveaxis(tj.hessian(f, X, batch_axis=axis), 0, -1)  # (*out_s, *in_s, *in_s, B)
+    sample_in = tuple(np.delete(np.array(shape), axis % len(shape)))
+    h = 1e-5
+    for k in range(int(np.prod(sample_in))):
+        e = np.zeros(sample_in)
+        e.flat[k] = 1.0
+        E = np.expand_dims(e, axis % len(shape)) * np.ones(shape)
+        col = (tj.jacobian(f, X + h * E, batch_axis=axis) - tj.jacobian(f, X - h * E, batch_axis=axis)) / (2 * h)
+        col = np.moveaxis(col, 0, -1)  # (*out_s, *in_s, B)
+        kk = np.unravel_index(k, sample_in)
+        np.testing.assert_allclose(got[(Ellipsis, *kk, slice(None))], col, atol=1e-7)
+
+
+def test_per_sample_hessian_refuses_mixing_and_bad_arguments():
+    X = rng.standard_normal((B, 3))
+    with pytest.raises(ValueError, match="mixes samples"):
+        tj.hessian(lambda X: ((X - X.mean(axis=0)) ** 2).sum(axis=1), X, batch_axis=0)
+    with pytest.raises(ValueError, match="out of range"):
+        tj.hessian(lambda X: (X**3).sum(axis=1), X, batch_axis=2)
+    with pytest.raises(TypeError, match="batch_axis"):
+        tj.hessian(lambda X: (X**3).sum(axis=1), X, batch_axis="0")

@@ -18,7 +18,7 @@ from . import _config
 from ._dtypes import as_float_array, result_dtype
 from ._engine import JacobianProgram, forward, reverse, signature, write_finals
 from ._errors import refuse
-from ._layout import ALL_LAYOUTS, Layout, check_out, placement, prod
+from ._layout import ALL_LAYOUTS, Layout, batch_position, check_out, placement, prod
 from ._rule import Op, op_jacobian, op_product
 from ._terms import Algebra, Final, Term, finalize
 from ._trace import Node, Trace, Tracer, depth, nested
@@ -154,28 +154,10 @@ def _batch_axis(call: _Call, batch_axis: Any) -> int | None:
     """The validated per-sample axis (the same axis of every output and every differentiated input)."""
     if batch_axis is None:
         return None
-    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
-        raise TypeError(f"{call.what}: batch_axis must be an int or None, got {batch_axis!r}")
-    ndims = {v.ndim for v in call.out_values} | {n.value.ndim for n in call.trace.inputs}
     shapes = [("f's output", v.shape) for v in call.out_values] + [
         (name, n.value.shape) for name, n in zip(call.in_names, call.trace.inputs)
     ]
-    if len(ndims) != 1:
-        raise ValueError(
-            f"{call.what}: batch_axis={batch_axis} needs the output and the input to have the same rank (the "
-            f"batch axis and one sample's axes); got {', '.join(f'{w} {s}' for w, s in shapes)}"
-        )
-    nd = ndims.pop()
-    if not -nd <= batch_axis < nd:
-        raise ValueError(f"{call.what}: batch_axis={batch_axis} is out of range for arrays of rank {nd}")
-    b = int(batch_axis) % nd
-    sizes = {s[b] for _, s in shapes}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"{call.what}: batch_axis={batch_axis} has different lengths: "
-            + ", ".join(f"{w} {s}" for w, s in shapes)
-        )
-    return b
+    return batch_position(batch_axis, shapes, call.what)
 
 
 def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batch_axis: Any = None,
@@ -184,6 +166,8 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batc
     if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
     batch = _batch_axis(call, batch_axis)
+    if batch is not None and hess is not None:
+        hess = None  # per-sample Hessians: the tensor layout of each sample (checked by tj.hessian)
     nout, nin = len(call.out_nodes), len(call.keys)
     outs_flat: list[Any] = [None] * (nout * nin)
     if out is not None:

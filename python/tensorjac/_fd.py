@@ -115,7 +115,7 @@ from typing import Any
 import numpy as np
 
 from . import _config, _core, _dtypes
-from ._layout import LAYOUTS, layout_placement
+from ._layout import LAYOUTS, batch_position, layout_placement
 
 __all__ = ["METHODS", "NonFiniteWarning", "hessian", "jacobian"]
 
@@ -883,24 +883,16 @@ def _per_sample(
     return_error: bool, progress: bool, check_batch: bool,
 ) -> Any:
     """Per-sample finite differences: one perturbation of every sample at once per in-sample entry."""
-    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
-        raise TypeError(f"tj.fd.jacobian: batch_axis must be an int or None, got {batch_axis!r}")
     if vectorized:
         raise ValueError("tj.fd.jacobian: batch_axis and vectorized=True cannot be combined")
     x = input_array(args[pos], "x")
-    if not -x.ndim <= batch_axis < x.ndim:
-        raise ValueError(f"tj.fd.jacobian: batch_axis={batch_axis} is out of range for x of shape {x.shape}")
-    ax = int(batch_axis) % x.ndim
+    ax = batch_position(batch_axis, [("x", x.shape)], "tj.fd.jacobian")
     args = args[:pos] + (x,) + args[pos + 1 :]
     g = _Shared(f, args, pos, ax)
     z0 = np.zeros(tuple(np.delete(np.array(x.shape, dtype=np.int64), ax)), dtype=x.dtype)
     with Problem(g, z0, num_threads=num_threads, executor=executor, progress=progress, argname="x") as prob:
         y0 = np.asarray(prob.y0)  # f(x): the only evaluation besides the perturbed ones
-        if y0.ndim != x.ndim or y0.shape[ax] != x.shape[ax]:
-            raise ValueError(
-                f"tj.fd.jacobian: batch_axis={batch_axis} needs f's output to have the input's rank and its "
-                f"batch length; x has shape {x.shape}, f(x) has shape {y0.shape}"
-            )
+        batch_position(batch_axis, [("f's output", y0.shape), ("x", x.shape)], "tj.fd.jacobian")
         if step is None:  # each in-sample entry: the smallest default step over the samples
             step = _sample_steps(x, ax, prob.eps, _scheme(method).step_power)
         J, err = prob.jacobian(method, step, "tensor", return_error)

@@ -17,7 +17,7 @@ import numpy as np
 from . import _config, _core
 from ._api import _Call, _jacobians, jvp
 from ._engine import reverse
-from ._layout import prod
+from ._layout import batch_position, prod
 from ._rule import Op
 
 __all__ = ["hessian", "hvp"]
@@ -25,23 +25,45 @@ __all__ = ["hessian", "hvp"]
 _HESSIAN_LAYOUTS = ("tensor", "matrix", "vec")
 
 
-def _first_derivative(f: Callable[..., Any], wrt: Any) -> Callable[..., Any]:
+def _first_derivative(f: Callable[..., Any], wrt: Any, batch: int | None = None) -> Callable[..., Any]:
     """``x -> d f / d x`` (the gradient, or the Jacobian ``out.shape + x.shape``) by one batched
-    reverse sweep: a function of plain numpy steps, so a traced call of it is differentiated again."""
+    reverse sweep: a function of plain numpy steps, so a traced call of it is differentiated again.
+
+    With ``batch`` (f maps samples along that axis one to one), the per-sample derivative of shape
+    ``out.shape + x_sample.shape``: one cotangent per entry of an output sample, shared by every
+    sample, since a sample's output depends only on that sample.
+    """
 
     def deriv(*args: Any, **kwargs: Any) -> Any:
         call = _Call("tj.hessian", f, args, kwargs, wrt)
         if call.tuple_out:
             raise ValueError("tj.hessian: f must return one array, not a tuple")
         node = call.out_nodes[0]
-        m = node.value.size
+        oshape = node.value.shape
         dt = np.result_type(*[call.dtype(0, k) for k in range(len(call.keys))])
-        cot = np.eye(m, dtype=dt).reshape((m, *node.value.shape))
+        if batch is None:
+            m = node.value.size
+            cot = np.eye(m, dtype=dt).reshape((m, *oshape))
+        else:
+            if node.value.ndim <= batch:
+                raise ValueError(f"tj.hessian: batch_axis={batch} is out of range for f's output {oshape}")
+            sample = oshape[:batch] + oshape[batch + 1 :]
+            m = prod(sample)
+            eye = np.eye(m, dtype=dt).reshape((m, *sample))
+            cot = np.broadcast_to(np.expand_dims(eye, batch + 1), (m, *oshape))
         grads = reverse(call.trace, [node], [cot], call.trace.inputs, dt, 0)
         res = []
         for n, g in zip(call.trace.inputs, grads):
-            shape = node.value.shape + n.value.shape
-            res.append(np.zeros(shape, dt) if g is None else g.reshape(shape))
+            ishape = n.value.shape
+            if batch is None:
+                shape = oshape + ishape
+                res.append(np.zeros(shape, dt) if g is None else g.reshape(shape))
+                continue
+            # g[m, x...] = d y[b(x), m] / d x: put the sample axis of x where the output's is
+            if g is None:
+                g = np.zeros((m, *ishape), dt)
+            g = np.moveaxis(np.reshape(g, (*sample, *ishape)), len(sample) + batch, batch)
+            res.append(g)
         return tuple(res) if call.tuple_wrt else res[0]
 
     return deriv
@@ -72,6 +94,7 @@ def hessian(
     layout: str = "tensor",
     out: Any = None,
     num_threads: int | None = None,
+    batch_axis: int | None = None,
     **kwargs: Any,
 ) -> Any:
     """The exact Hessian ``H[m..., n..., k...] = d^2 f[m...] / dx[n...] dx[k...]`` of a numpy function.
@@ -94,6 +117,10 @@ def hessian(
         Filled in place and returned (single ``wrt``).
     num_threads : int, optional
         Threads of the C++ kernels for this call.
+    batch_axis : int, optional
+        Per-sample Hessians (layout "tensor", one wrt): when f maps the samples along this axis
+        of x one to one onto the same axis of its output, the result is
+        ``(B, *out_sample, *x_sample, *x_sample)``; a function that mixes samples raises ValueError.
 
     Returns
     -------
@@ -128,6 +155,8 @@ def hessian(
     if isinstance(f, Op):
         op = f
         f = lambda *a, **k: op(*a, **k)
+    if batch_axis is not None:
+        return _per_sample_hessian(f, args, kwargs, wrt, layout, out, num_threads, batch_axis)
     g = _first_derivative(f, wrt)
     call = _Call("tj.hessian", g, args, kwargs, wrt)
     pairs = call.tuple_out  # the first derivative is a tuple when wrt is
@@ -146,6 +175,19 @@ def hessian(
         for j in range(i + 1, len(blocks)):  # H[j][i] is H[i][j] with its two input groups swapped
             blocks[j][i] = _swap_groups(blocks[i][j], call, i, j, n_out, layout)
     return tuple(tuple(row) for row in blocks)
+
+
+def _per_sample_hessian(f: Callable[..., Any], args: tuple, kwargs: dict[str, Any], wrt: Any, layout: str,
+                        out: Any, num_threads: int | None, batch_axis: Any) -> Any:
+    if isinstance(wrt, (tuple, list)) or layout != "tensor":
+        raise ValueError("tj.hessian: batch_axis needs one wrt and layout='tensor'")
+    x = args[wrt] if isinstance(wrt, int) else kwargs[wrt]
+    b = batch_position(batch_axis, [("x", np.shape(x))], "tj.hessian")
+    g = _first_derivative(f, wrt, b)
+    call = _Call("tj.hessian", g, args, kwargs, wrt)
+    H = _jacobians(call, "tensor", out, num_threads, b, hess=0)
+    N = prod(np.shape(x)) // max(np.shape(x)[b], 1)
+    return _symmetrize(H, H.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
 
 
 def _positions(f: Callable[..., Any], wrt: Any, args: tuple, kwargs: dict[str, Any]) -> Any:

@@ -71,6 +71,32 @@ def layout_placement(
     raise AssertionError(layout)
 
 
+def batch_position(batch_axis: Any, arrays: Sequence[tuple[str, tuple[int, ...]]], what: str) -> int:
+    """The per-sample axis ``batch_axis`` of every named array (``(name, shape)`` pairs), which
+    must sit at one position of all of them -- a negative axis counts from the end of each array,
+    as in numpy -- and have one length.  An output sample may have another rank than an input
+    sample (a scalar loss per sample has f's output of shape ``(B,)``)."""
+    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
+        raise TypeError(f"{what}: batch_axis must be an int or None, got {batch_axis!r}")
+    pos = []
+    for name, shape in arrays:
+        nd = len(shape)
+        if not -nd <= batch_axis < nd:
+            raise ValueError(f"{what}: batch_axis={batch_axis} is out of range for {name} of shape {shape}")
+        pos.append(int(batch_axis) % nd)
+    listing = ", ".join(f"{name} {shape}" for name, shape in arrays)
+    if len(set(pos)) != 1:
+        raise ValueError(
+            f"{what}: batch_axis={batch_axis} falls on different axes of {listing}; the batch axis must be "
+            "the same axis of f's output and of the inputs -- give it as a non-negative index or move it "
+            "with np.moveaxis"
+        )
+    b = pos[0]
+    if len({shape[b] for _, shape in arrays}) != 1:
+        raise ValueError(f"{what}: batch_axis={batch_axis} has different lengths: {listing}")
+    return b
+
+
 def placement(
     layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...], batch: int | None = None,
     hess: int | None = None,
