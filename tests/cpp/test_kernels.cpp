@@ -781,6 +781,47 @@ static void check_finite_flag(i64 m, i64 n) {
     }
 }
 
+// A dense factor written transposed (the gradient layout of a matrix-vector
+// Jacobian, J[j, i] = A[i, j]): blocks read in the factor's order, partial
+// rows at thread-block edges, the non-finite check of both.
+static void test_expand_transposed() {
+    for (i64 m : {3, 64, 65, 200, 513}) {
+        const i64 n = m + 7;
+        auto A = random_vec<double>(static_cast<std::size_t>(m * n), 31);
+        const auto c = random_vec<double>(static_cast<std::size_t>(n), 32);
+        tj::Term<double> t;
+        t.coef = -1.5;
+        t.size = {m, n};     // i j
+        t.out_stride = {1, m};  // out[j, i]
+        t.factors = {{c.data(), {0, 1}}, {A.data(), {n, 1}}};  // c[j] A[i, j]
+        const auto d = random_vec<double>(static_cast<std::size_t>(m), 33);
+        if (m % 2) t.factors.insert(t.factors.begin() + 1, {d.data(), {1, 0}});  // and d[i]: two row factors
+        const std::vector<double> zero(static_cast<std::size_t>(m * n), 0.0);
+        const auto want = naive_expand(zero, 0, {t});
+        std::vector<double> first;
+        for (int nt : {1, 2, 3, 7}) {
+            std::vector<double> out(zero.size());
+            bool finite = false;
+            tj::expand<double>(out.data(), {n, m}, {m, 1}, {t}, nt, tj::ExpandMode::write, &finite);
+            CHECK(finite);
+            CHECK(close_to(out, want, 1e-14));
+            if (first.empty()) first = out;
+            CHECK(same_bits(out, first));
+        }
+        for (std::size_t at : {std::size_t(0), A.size() / 2 + 1, A.size() - 1}) {
+            const double keep = A[at];
+            A[at] = std::numeric_limits<double>::quiet_NaN();
+            for (int nt : {1, 3}) {
+                std::vector<double> out(zero.size());
+                bool finite = true;
+                tj::expand<double>(out.data(), {n, m}, {m, 1}, {t}, nt, tj::ExpandMode::write, &finite);
+                CHECK(!finite);
+            }
+            A[at] = keep;
+        }
+    }
+}
+
 static void test_expand_finite_flag() {
     check_finite_flag<double>(5, 7);
     check_finite_flag<double>(300, 257);  // A read in place and checked by the row kernels
@@ -899,6 +940,7 @@ int main() {
     run("expand mixed passes and modes", test_expand_mixed_passes);
     run("expand row buffers and segments", test_expand_row_buffers);
     run("expand non-finite check", test_expand_finite_flag);
+    run("expand transposed factors", test_expand_transposed);
     run("kron kernels", test_kron);
     run("kron thread invariance and cancellation", test_kron_thread_invariance_and_cancel);
     std::printf("%d checks, %d failed\n", g_checks, g_failures);

@@ -192,6 +192,9 @@ constexpr i64 kCopyRatio = 8;
 // Factors read in place with at least this many elements are checked for
 // non-finite values by the row kernels, as they read them.
 constexpr i64 kScanInRows = 4096;
+// A transposed block: up to kTransRows rows of kTransCols columns (see RowPlan::transposed).
+constexpr i64 kTransRows = 32;
+constexpr i64 kTransCols = 32;
 
 // c == a * b, false (not undefined behaviour) when a * b overflows.
 inline bool is_product(i64 c, i64 a, i64 b) { return !mul_overflows(a, b) && c == a * b; }
@@ -333,6 +336,12 @@ struct RowPlan {
     bool buf_moves = false;  // a row buffer changes along the panel variable (rows then go one by one)
     bool tiles = false;      // several panels (along the tile variable) can go in one call
     bool flat = false;       // ... and their scalars do not depend on the tile variable
+    // One term with a big row factor that is strided along the row but
+    // (nearly) contiguous along the panel variable -- a transposed copy, e.g.
+    // a dense Jacobian in the gradient layout: panels of whole rows are
+    // written in column blocks, from the product of the row factors over the
+    // block read in that factor's own order.
+    bool transposed = false;
     i64 seg = 0;             // row segment length (rows longer than a buffer go in segments)
     Fixed<bool, kMaxPassFactors> kscan;  // a factor the row kernels check for non-finite values as they read it
 };
@@ -431,9 +440,19 @@ RowPlan<T> plan_rows(const Pass<T>& p) {
         rp.ones |= s == Src::constant && p.nterms > 1;
     }
     const i64 row = V > 0 ? p.size[last] : 1;
-    rp.seg = (rp.nbuf > 0 || rp.ones) ? std::min(row, kRowBuffer) : row;
+    if (p.nterms == 1 && rp.src[0] == Src::buffer && pv >= 0 && row > 1 && p.size[pv] > 1)
+        for (int q = 0; q < rp.ibegin[1]; ++q) {
+            const int f = rp.inner[q];
+            i64 n = 1;
+            for (int v = 0; v < V; ++v)
+                if (p.fstride[f][v] != 0) n *= p.size[v];
+            rp.transposed |= n >= kScanInRows && p.fstride[f][pv] != 0 &&
+                             mag(p.fstride[f][pv]) < mag(p.fstride[f][last]);
+        }
+    rp.seg = rp.transposed ? std::min(row, kTransCols)
+                           : (rp.nbuf > 0 || rp.ones) ? std::min(row, kRowBuffer) : row;
     rp.tiles = qv >= 0 && !rp.buf_moves && !buf_moves_q && row <= rp.seg && p.size[pv] <= kPanel &&
-               p.nterms <= 4;
+               p.nterms <= 4 && !rp.transposed;
     rp.flat = rp.tiles;
     for (int f = 0; rp.flat && f < static_cast<int>(p.fdata.size()); ++f)
         rp.flat = p.fstride[f][last] != 0 || p.fstride[f][qv] == 0;
@@ -449,6 +468,8 @@ RowPlan<T> plan_rows(const Pass<T>& p) {
                 if (p.fstride[f][v] != 0) n *= p.size[v];
             rp.kscan[f] = n >= kScanInRows && n >= p.total - n;  // n <= total: no overflow
         }
+    if (rp.transposed)  // the row factors are checked as their blocks are read
+        for (int q = 0; q < rp.ibegin[1]; ++q) rp.kscan[rp.inner[q]] = true;
     return rp;
 }
 
@@ -671,7 +692,7 @@ std::uint64_t run_block(const Pass<T>& p, const RowPlan<T>& rp, const Kernels<T>
     const i64 seg = rp.seg;
 
     // scratch: scalars [G][kPanel], row buffers [nbuf][seg], ones [seg]
-    const i64 nscratch = G * kPanel + (rp.nbuf + (rp.ones ? 1 : 0)) * seg;
+    const i64 nscratch = G * kPanel + (rp.transposed ? kTransRows : rp.nbuf + (rp.ones ? 1 : 0)) * seg;
     constexpr i64 kLocal = 16384 / static_cast<i64>(sizeof(T));  // 16 KiB on the stack, uninitialised
     alignas(64) unsigned char local[kLocal * sizeof(T)];
     std::vector<T> heap;
@@ -720,12 +741,24 @@ std::uint64_t run_block(const Pass<T>& p, const RowPlan<T>& rp, const Kernels<T>
             const int f0 = rp.inner[q0];
             const T* a = p.fdata[f0] + bkey[f0];
             const i64 as = p.fstride[f0][last];
-            for (i64 t = 0; t < len; ++t) buf[t] = a[t * as];
+            std::uint64_t bits = 0;
+            for (i64 t = 0; t < len; ++t) {
+                const T v = a[t * as];
+                bits |= nonfinite_bits(v);
+                buf[t] = v;
+            }
+            if (rp.kscan[f0]) nonfinite |= bits;  // a transposed factor: checked where it is read
             for (int q = q0 + 1; q < q1; ++q) {
                 const int f = rp.inner[q];
                 const T* b = p.fdata[f] + bkey[f];
                 const i64 bs = p.fstride[f][last];
-                for (i64 t = 0; t < len; ++t) buf[t] *= b[t * bs];
+                std::uint64_t fbits = 0;
+                for (i64 t = 0; t < len; ++t) {
+                    const T v = b[t * bs];
+                    fbits |= nonfinite_bits(v);
+                    buf[t] *= v;
+                }
+                if (rp.kscan[f]) nonfinite |= fbits;
             }
             blen[g] = len;
         }
@@ -837,6 +870,57 @@ std::uint64_t run_block(const Pass<T>& p, const RowPlan<T>& rp, const Kernels<T>
         }
     };
 
+    // R whole rows of a transposed pass (RowPlan::transposed), in blocks of
+    // seg columns: each block is read in the factor's order into R x seg
+    // scratch (and checked for non-finite values), then written row by row.
+    auto emit_transposed = [&](i64 R) TJ_LAMBDA_INLINE {
+        scalars(1, R);
+        std::uint64_t bits = 0;
+        Tile<T> k;
+        k.os = os;
+        k.oq = 0;
+        k.orr = p.ostride[pv];
+        k.Q = 1;
+        k.R = R;
+        k.sv = sv;
+        k.svg = kPanel;
+        k.svq = 0;
+        k.src[0] = bufs;
+        k.pq[0] = 0;
+        k.pr[0] = seg;
+        k.smask[0] = 0;
+        k.acc = 0;
+        for (i64 c0 = 0; c0 < row; c0 += seg) {
+            const i64 len = std::min(seg, row - c0);
+            for (int q = rp.ibegin[0]; q < rp.ibegin[1]; ++q) {  // the row factors, in factor order
+                const int f = rp.inner[q];
+                const T* F = p.fdata[f] + foff[f];
+                const i64 ft = p.fstride[f][last], fr = p.fstride[f][pv];
+                for (i64 t = 0; t < len; ++t) {
+                    const T* a = F + (c0 + t) * ft;
+                    T* b = bufs + t;
+                    if (q == 0)
+                        for (i64 r = 0; r < R; ++r) {
+                            const T v = a[r * fr];
+                            bits |= nonfinite_bits(v);
+                            b[r * seg] = v;
+                        }
+                    else
+                        for (i64 r = 0; r < R; ++r) {
+                            const T v = a[r * fr];
+                            bits |= nonfinite_bits(v);
+                            b[r * seg] *= v;
+                        }
+                }
+            }
+            k.out = out + ooff + c0 * os;
+            k.n = len;
+            K.tile[Acc](1, false, k);
+        }
+        nonfinite |= bits;
+        blen[0] = 0;  // the scratch no longer holds a row buffer
+    };
+
     // advances the odometer by `step` along variable v (< its remaining extent), then carries
     auto advance = [&](int v, i64 step) TJ_LAMBDA_INLINE {
         idx[v] += step;
@@ -856,6 +940,14 @@ std::uint64_t run_block(const Pass<T>& p, const RowPlan<T>& rp, const Kernels<T>
     while (pos < hi) {
         const i64 start = idx[last];
         const i64 left = hi - pos;
+        if (rp.transposed && start == 0 && left >= 2 * row) {
+            const i64 rleft = prows - idx[pv];
+            const i64 R = std::min(left >= rleft * row ? rleft : left / row, kTransRows);
+            emit_transposed(R);
+            pos += R * row;
+            advance(pv, R);
+            continue;
+        }
         if (start == 0 && pv >= 0 && row <= seg && left >= row) {
             if (rp.tiles && idx[pv] == 0 && left >= 2 * tile) {
                 // Q whole panels along qv
