@@ -184,7 +184,7 @@ using i64 = std::int64_t;
 // buffer; longer rows are handled in segments of this length.
 constexpr i64 kRowBuffer = 4096;
 // Most rows of one panel (its per-row scalars live in a per-thread array).
-constexpr i64 kPanel = 128;
+constexpr i64 kPanel = 512;
 // A strided inner factor is transposed into a contiguous copy when the copy
 // has at most this many elements and at most 1/kCopyRatio of the output's.
 constexpr i64 kCopyMax = i64(1) << 16;
