@@ -6,6 +6,16 @@ axis) and the letters of each factor array.  Letters may be any hashable keys
 (the ops use characters, composite functions integers).  The layout decides
 only the stride of each letter (tensorjac._layout.layout_placement), so every
 layout is written directly, without a temporary.
+
+Like terms are fused by the kernel (cpp/include/tensorjac/expand.hpp):
+consecutive terms over the same result entries (the same letter sizes on the
+same axes, whatever the letters are called) are written in one pass over the
+result, each entry summed left to right exactly as separate passes would sum
+it.  So pass like terms as separate terms, next to each other, rather than
+densifying them into one factor; put a term that covers every entry (no
+delta) first, so that the result needs no zero fill.  Limits: 8 factors per
+term; a pass takes up to 8 terms with 16 factors in all (longer runs take
+several passes; up to 4 terms per pass is fastest).
 """
 
 from __future__ import annotations
