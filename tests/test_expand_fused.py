@@ -72,6 +72,21 @@ def layer_norm_like(m: int, dtype: np.dtype) -> tuple[list, dict, list, np.ndarr
     return terms, {"i": m, "k": m}, [c, u, v, u], ref, (m,), (m,)
 
 
+def delta_first(m: int, dtype: np.dtype, fused: bool) -> tuple[list, dict, list, np.ndarray, tuple, tuple]:
+    """2 u[i] delta(i,k) first, then F[i,k] (the kernel runs the covering second term first) or, fused,
+    c + F[i,k] (then the result is zero-filled first)."""
+    u, F = rand((m,), dtype), rand((m, m), dtype)
+    c = np.asarray(-0.75, dtype)
+    terms = [(2.0, [("i",)], [("i",)], [("i",)]), (1.0, [("i",)], [("k",)], [("i", "k")])]
+    facs = [u, F]
+    ref = 2 * np.diag(u) + F
+    if fused:
+        terms.append((1.0, [("i",)], [("k",)], [()]))
+        facs.append(c)
+        ref = ref + c
+    return terms, {"i": m, "k": m}, facs, ref, (m,), (m,)
+
+
 def softmax_like(m: int, n: int, dtype: np.dtype) -> tuple[list, dict, list, np.ndarray, tuple, tuple]:
     """delta(i,k) (F[i,j,l] + H[i,j,l]) (fused) plus y[i,j] delta(i,k) delta(j,l)."""
     F, H, y = rand((m, n, n), dtype), rand((m, n, n), dtype), rand((m, n), dtype)
@@ -101,6 +116,8 @@ STRUCTURES = {
     "sandwich x3": lambda dt: like_sandwich(3, 5, 4, dt),
     "sandwich x9 tiles": lambda dt: like_sandwich(9, 12, 17, dt),
     "layer norm": lambda dt: layer_norm_like(37, dt),
+    "delta first": lambda dt: delta_first(23, dt, False),
+    "delta first, fused": lambda dt: delta_first(23, dt, True),
     "softmax": lambda dt: softmax_like(6, 9, dt),
     "kron": lambda dt: kron_like(3, 5, dt),
 }

@@ -83,12 +83,15 @@ public:
             reach_.push_back(std::move(reach));
             specs_.push_back(std::move(spec));
         }
-        // Does the first term write every element of a result of shape_ (no zero-fill needed)?
-        i64 total = 1, first = 1;
+        // Does the first term (or the second, which the kernel then runs first) write every element of
+        // a result of shape_ (no zero-fill needed)?
+        i64 total = 1;
         for (auto s : shape_) total = tensorjac::checked_mul(total, s);
-        if (!specs_.empty())
-            for (auto s : specs_[0].size) first = tensorjac::checked_mul(first, s);
-        covers_ = !specs_.empty() && first == total;
+        for (std::size_t t = 0; t < specs_.size() && t < 2 && !covers_; ++t) {
+            i64 extent = 1;
+            for (auto s : specs_[t].size) extent = tensorjac::checked_mul(extent, s);
+            covers_ = extent == total;
+        }
         nbytes_ = tensorjac::checked_mul(total, static_cast<i64>(dtype_.itemsize()));
     }
 
