@@ -16,10 +16,11 @@ import numpy as np
 
 from . import _config
 from ._dtypes import as_float_array, result_dtype
-from ._engine import JacobianProgram, forward, reverse, signature, write_finals
+from ._engine import JacobianProgram, forward, reverse, signature, sparse_jacobians, write_finals
 from ._errors import refuse
 from ._layout import ALL_LAYOUTS, Layout, batch_position, check_out, placement, prod
-from ._rule import Op, op_jacobian, op_product
+from ._rule import Op, op_jacobian, op_product, op_sparse
+from ._sparse import check_format
 from ._terms import Algebra, Final, Term, finalize
 from ._trace import Node, Trace, Tracer, depth, nested
 
@@ -161,10 +162,19 @@ def _batch_axis(call: _Call, batch_axis: Any) -> int | None:
 
 
 def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batch_axis: Any = None,
-               hess: int | None = None) -> Any:
+               hess: int | None = None, fmt: str = "dense") -> Any:
     nt = 0 if num_threads is None else _config.resolve_threads(num_threads)
     if not isinstance(layout, str) or layout not in ALL_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(ALL_LAYOUTS)}")
+    if check_format(fmt, layout, call.what, batch_axis, out) != "dense":
+        inputs = call.trace.inputs
+        if any(isinstance(n.value, Tracer) for n in inputs):
+            raise refuse(f"tensorjac: {call.what}(..., format={fmt!r}) inside a differentiated function is not "
+                         "supported")
+        dtypes = [[call.dtype(i, k) for k in range(len(call.keys))] for i in range(len(call.out_nodes))]
+        flat_res = sparse_jacobians(call.trace, call.out_nodes, inputs, layout, dtypes, fmt, hess)
+        nin = len(call.keys)
+        return call.shape_result([flat_res[i * nin : (i + 1) * nin] for i in range(len(call.out_nodes))])
     batch = _batch_axis(call, batch_axis)
     if batch is not None and hess is not None:
         hess = None  # per-sample Hessians: the tensor layout of each sample (checked by tj.hessian)
@@ -286,6 +296,7 @@ def jacobian(
     out: np.ndarray | None = None,
     num_threads: int | None = None,
     batch_axis: int | None = None,
+    format: str = "dense",
     **kwargs: Any,
 ) -> Any:
     """The exact Jacobian of a tensorjac op or of any function written with plain numpy.
@@ -324,6 +335,12 @@ def jacobian(
         applies to each sample) instead of the block-diagonal full Jacobian.  It is read
         off the derivative's structure: a function that mixes samples (a mean or a sum
         over the batch axis, batch normalization) raises ValueError.
+    format : {"dense", "coo", "csr", "csc"}, default "dense"
+        With "coo", "csr" or "csc" (and layout "matrix" or "vec"), a
+        ``scipy.sparse`` array (``coo_array``, ``csr_array``, ``csc_array``)
+        built straight from the derivative's structure: only its structural
+        nonzeros are enumerated, never the dense result, and they come out
+        sorted (canonical format).  Needs scipy (``pip install 'tensorjac[sparse]'``).
 
     Returns
     -------
@@ -344,11 +361,17 @@ def jacobian(
            [1.572895, 3.145791]])
     >>> tj.jacobian(lambda x: x @ x, np.array([1., 2.]))  # 2x
     array([2., 4.])
+    >>> S = tj.jacobian(lambda X: np.tanh(X) * 2, np.zeros((1000, 1000)), layout="matrix", format="csr")
+    >>> S.shape, S.nnz                      # a diagonal 10^6 x 10^6 matrix: 8 TB dense
+    ((1000000, 1000000), 1000000)
     """
     if isinstance(f, Op) and batch_axis is None and _plain(args, kwargs):
-        return op_jacobian(f, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
+        if format == "dense":
+            return op_jacobian(f, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
+        if check_format(format, layout, "tj.jacobian", batch_axis, out) != "dense":
+            return op_sparse(f, args, kwargs, wrt, layout, format)
     call = _Call("tj.jacobian", f, args, kwargs, wrt)
-    return _jacobians(call, layout, out, num_threads, batch_axis)
+    return _jacobians(call, layout, out, num_threads, batch_axis, fmt=format)
 
 
 def value_and_jacobian(
@@ -359,13 +382,14 @@ def value_and_jacobian(
     out: np.ndarray | None = None,
     num_threads: int | None = None,
     batch_axis: int | None = None,
+    format: str = "dense",
     **kwargs: Any,
 ) -> tuple[Any, Any]:
     """``(f(*args), jacobian(f, *args, ...))`` from a single evaluation of ``f``.
 
     Parameters
     ----------
-    f, *args, wrt, layout, out, num_threads, **kwargs
+    f, *args, wrt, layout, out, num_threads, batch_axis, format, **kwargs
         As for :func:`jacobian`.
 
     Returns
@@ -382,13 +406,13 @@ def value_and_jacobian(
     >>> float(v), J
     (5.0, array([2., 4.]))
     """
-    if isinstance(f, Op) and batch_axis is None and _plain(args, kwargs):
+    if isinstance(f, Op) and batch_axis is None and format == "dense" and _plain(args, kwargs):
         arrs = [np.asarray(a) for a in args]
         return f(*arrs, **{k: v for k, v in kwargs.items()}), op_jacobian(
             f, *arrs, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs
         )
     call = _Call("tj.value_and_jacobian", f, args, kwargs, wrt)
-    return call.values(), _jacobians(call, layout, out, num_threads, batch_axis)
+    return call.values(), _jacobians(call, layout, out, num_threads, batch_axis, fmt=format)
 
 
 def grad(f: Any, *args: Any, wrt: Any = 0, num_threads: int | None = None, **kwargs: Any) -> Any:

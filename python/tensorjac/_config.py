@@ -328,3 +328,13 @@ def check_budget(shape: tuple[int, ...], itemsize: int, what: str = "Jacobian") 
             "Use tj.vjp / tj.jvp to apply it without building it, or raise the budget with "
             f"tj.set_memory_budget(bytes) or ${MEMORY_BUDGET_ENV}."
         )
+
+
+def check_bytes(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, ``nbytes`` over the budget; ``what`` says what they would hold."""
+    if nbytes > _budget:
+        raise JacobianTooLargeError(
+            f"{what} would need {nbytes / _GIB:,.2f} GiB, over the memory budget of {_budget / _GIB:,.2f} GiB. "
+            "Use tj.vjp / tj.jvp to apply it without building it, or raise the budget with "
+            f"tj.set_memory_budget(bytes) or ${MEMORY_BUDGET_ENV}."
+        )

@@ -13,15 +13,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ._ad import apply_deriv
 from ._config import warn_nonfinite
+from ._sparse import sparse_jacobian
 from ._terms import Algebra, Final, Program, Term, compose, finalize, identity, merge, rule_terms
 from ._trace import Node, Trace
 
-__all__ = ["JacobianProgram", "forward", "forward_terms", "needed", "reverse", "signature", "write_finals"]
+__all__ = [
+    "JacobianProgram", "forward", "forward_terms", "needed", "reverse", "signature", "sparse_jacobians", "write_finals",
+]
 
 
 def needed(trace: Trace, outs: Sequence[Node]) -> tuple[set[int], dict[int, int]]:
@@ -189,6 +193,27 @@ class JacobianProgram:
         """Every Jacobian of this tape, written into ``outs`` (flattened over outputs x inputs) or new arrays."""
         return write_finals([f for row in self.finals for f in row], outs, nt, self.prog, self.sources, trace,
                             stacklevel=6)
+
+
+def sparse_jacobians(
+    trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], layout: str,
+    dtypes: Sequence[Sequence[np.dtype]], fmt: str, hess: int | None = None,
+) -> list[Any]:
+    """Every Jacobian of the tape as a scipy.sparse array, built from the forward terms (flattened
+    over outputs x inputs): only the structural nonzeros are ever enumerated."""
+    alg = Algebra()
+    per_out = forward_terms(trace, outs, inputs, alg)
+    res: list[Any] = []
+    finite = True
+    for i, o in enumerate(outs):
+        for k, n in enumerate(inputs):
+            A, ok = sparse_jacobian(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout,
+                                    dtypes[i][k], fmt, hess)
+            finite = finite and ok
+            res.append(A)
+    if not finite:
+        warn_nonfinite("tj.jacobian", stacklevel=5)
+    return res
 
 
 def write_finals(

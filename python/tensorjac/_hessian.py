@@ -19,6 +19,7 @@ from ._api import _Call, _jacobians, jvp
 from ._engine import reverse
 from ._layout import batch_position, prod
 from ._rule import Op
+from ._sparse import check_format
 
 __all__ = ["hessian", "hvp"]
 
@@ -95,6 +96,7 @@ def hessian(
     out: Any = None,
     num_threads: int | None = None,
     batch_axis: int | None = None,
+    format: str = "dense",
     **kwargs: Any,
 ) -> Any:
     """The exact Hessian ``H[m..., n..., k...] = d^2 f[m...] / dx[n...] dx[k...]`` of a numpy function.
@@ -121,6 +123,10 @@ def hessian(
         Per-sample Hessians (layout "tensor", one wrt): when f maps the samples along this axis
         of x one to one onto the same axis of its output, the result is
         ``(B, *out_sample, *x_sample, *x_sample)``; a function that mixes samples raises ValueError.
+    format : {"dense", "coo", "csr", "csc"}, default "dense"
+        A ``scipy.sparse`` array (layouts "matrix" and "vec") built from the Hessian's structure,
+        as for :func:`tensorjac.jacobian`; a vector-valued f gives a 3-D ``coo_array`` (only
+        "coo" holds more than two dimensions).  Exactly symmetric too.
 
     Returns
     -------
@@ -151,6 +157,7 @@ def hessian(
     """
     if not isinstance(layout, str) or layout not in _HESSIAN_LAYOUTS:
         raise ValueError(f"tj.hessian: layout must be one of {', '.join(_HESSIAN_LAYOUTS)}, got {layout!r}")
+    check_format(format, layout, "tj.hessian", batch_axis, out)
     wrt = _positions(f, wrt, args, kwargs)
     if isinstance(f, Op):
         op = f
@@ -163,7 +170,9 @@ def hessian(
     if out is not None and pairs:
         raise ValueError("tj.hessian: out= is not supported with a tuple wrt")
     n_out = call.out_values[0].ndim - call.trace.inputs[0].value.ndim
-    res = _jacobians(call, layout, out, num_threads, hess=n_out)
+    res = _jacobians(call, layout, out, num_threads, hess=n_out, fmt=format)
+    if format != "dense":
+        return _symmetrize_sparse(res, pairs, format)
     inputs = call.trace.inputs
     if not pairs:
         N = prod(inputs[0].value.shape)
@@ -188,6 +197,24 @@ def _per_sample_hessian(f: Callable[..., Any], args: tuple, kwargs: dict[str, An
     H = _jacobians(call, "tensor", out, num_threads, b, hess=0)
     N = prod(np.shape(x)) // max(np.shape(x)[b], 1)
     return _symmetrize(H, H.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
+
+
+def _swap_sparse(H: Any) -> Any:
+    """A sparse Hessian block with its two input groups (its last two dimensions) swapped."""
+    return H.T if H.ndim == 2 else H.transpose((0, 2, 1))
+
+
+def _symmetrize_sparse(res: Any, pairs: bool, fmt: str) -> Any:
+    """Sparse Hessians made exactly symmetric, ``(H + H^T) / 2`` (IEEE addition commutes, so bitwise),
+    and the blocks below the diagonal as the transposes of those above."""
+    if not pairs:
+        return ((res + _swap_sparse(res)) * 0.5).asformat(fmt)
+    blocks = [list(row) for row in res]
+    for i in range(len(blocks)):
+        blocks[i][i] = ((blocks[i][i] + _swap_sparse(blocks[i][i])) * 0.5).asformat(fmt)
+        for j in range(i + 1, len(blocks)):
+            blocks[j][i] = _swap_sparse(blocks[i][j]).asformat(fmt)
+    return tuple(tuple(row) for row in blocks)
 
 
 def _positions(f: Callable[..., Any], wrt: Any, args: tuple, kwargs: dict[str, Any]) -> Any:

@@ -26,6 +26,8 @@ from ._dtypes import float_dtype
 from ._expand import build_expand_plan
 from ._layout import ALL_LAYOUTS, check_out, layout_placement
 from ._layout import prod as _prod
+from ._sparse import sparse_jacobian
+from ._terms import Algebra, rule_terms
 
 __all__ = ["NUMPY", "REGISTRY", "UFUNCS", "Op", "implements", "op_jacobian", "op_product"]
 
@@ -521,6 +523,22 @@ def op_jacobian(
     res, finite = plan.core(  # allocates when out is None
         out, plan.factors(*arrs), 0 if num_threads is None else _config.resolve_threads(num_threads)
     )
+    if not finite:
+        _config.warn_nonfinite(f"tj.jacobian({op.name})", stacklevel=4)
+    return res
+
+
+def op_sparse(op: Op, args: Sequence[Any], kwargs: dict[str, Any], wrt: Any, layout: str, fmt: str) -> Any:
+    """One op's Jacobian as a scipy.sparse array (``format=``): its rule's terms, never the dense result."""
+    arrs, params = _op_args(op, tuple(args), kwargs)
+    if isinstance(wrt, tuple):
+        return tuple(op_sparse(op, arrs, params, w, layout, fmt) for w in wrt)
+    plan = op._plan(arrs, wrt, "tensor", params)  # validates wrt, shapes and dtypes (cached)
+    if plan.cast:
+        arrs = op._cast(arrs, plan.dtype)
+    alg = Algebra()
+    terms = rule_terms(alg, plan.deriv, plan.factors(*arrs), plan.out_shape, plan.in_shape)
+    res, finite = sparse_jacobian(alg, terms, plan.out_shape, plan.in_shape, layout, plan.dtype, fmt)
     if not finite:
         _config.warn_nonfinite(f"tj.jacobian({op.name})", stacklevel=4)
     return res

@@ -40,7 +40,7 @@ from ._deriv import Deriv
 from ._expand import expand_plan
 from ._layout import placement, prod
 
-__all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "identity", "merge", "rule_terms"]
+__all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "fold_coef", "identity", "merge", "rule_terms"]
 
 _EINSUM_CHARS = string.ascii_letters
 # Below this many multiply-adds numpy's C einsum loop beats planning a BLAS path.
@@ -680,7 +680,7 @@ def _low_rank(
 _PLANS: dict[tuple, tuple[tuple[int, ...], Any]] = {}
 
 
-def _fold_coef(alg: Algebra, t: Term, dtype: np.dtype) -> tuple[complex, list[Factor]]:
+def fold_coef(alg: Algebra, t: Term, dtype: np.dtype) -> tuple[complex, list[Factor]]:
     """Move the coefficient into the smallest factor, so plans do not depend on values."""
     if not t.facs or t.coef == 1:
         return t.coef, t.facs
@@ -828,7 +828,7 @@ def finalize(
         d = None  # the dense factor is also read by another term, which accumulates into the result
     if d is not None:
         t = terms[d]
-        coef, facs = _fold_coef(alg, t, dtype)
+        coef, facs = fold_coef(alg, t, dtype)
         (a, ls), = facs
         h = a if a.dtype == dtype else alg.prog.astype(a, dtype)
         bind = _bindings(t, layout, out_shape, in_shape, alg.sizes)
@@ -843,7 +843,7 @@ def finalize(
     first: list[np.ndarray] = []
     key: list[Any] = [layout, out_shape, in_shape, dtype, batch, hess]
     for t in terms:
-        coef, facs = _fold_coef(alg, t, dtype)
+        coef, facs = fold_coef(alg, t, dtype)
         facs = _few_factors(alg, facs)
         key_t, cmap = _canonical(t)
         fl = tuple(tuple(cmap[c] for c in ls) for _, ls in facs)

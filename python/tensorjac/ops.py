@@ -782,16 +782,33 @@ def _dtanh(x: np.ndarray) -> np.ndarray:
     if x.dtype.kind == "c":
         t = np.tanh(x)
         return 1 - t * t
-    e = np.exp(-2 * np.abs(x))  # sech^2 x = 4e / (1 + e)^2: no cancellation, no overflow
-    return 4 * e / ((1 + e) * (1 + e))
+    if traced(x):  # a derivative being differentiated again: numpy operations only
+        e = np.exp(-2 * np.abs(x))
+        return 4 * e / ((1 + e) * (1 + e))
+    e = np.asarray(np.abs(x))  # sech^2 x = 4e / (1 + e)^2 with e = exp(-2|x|): no cancellation, no overflow
+    e *= -2  # (in place: two passes' worth of fresh memory instead of six)
+    np.exp(e, out=e)
+    d = e + 1
+    d *= d
+    np.divide(e, d, out=e)
+    e *= 4
+    return e
 
 
 def _dsigmoid(x: np.ndarray) -> np.ndarray:
     if x.dtype.kind == "c":
         s = _sigmoid(x)
         return s * (1 - s)
-    e = np.exp(-np.abs(x))  # s (1 - s) = e / (1 + e)^2, even in x, accurate in both tails
-    return e / ((1 + e) * (1 + e))
+    if traced(x):  # a derivative being differentiated again: numpy operations only
+        e = np.exp(-np.abs(x))
+        return e / ((1 + e) * (1 + e))
+    e = np.asarray(np.abs(x))  # s (1 - s) = e / (1 + e)^2 with e = exp(-|x|): even in x, accurate in both tails
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    d = e + 1
+    d *= d
+    np.divide(e, d, out=e)
+    return e
 
 
 def _ex(fn: str, body: str) -> str:
