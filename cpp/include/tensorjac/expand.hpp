@@ -649,9 +649,13 @@ std::uint64_t factor_bits(const Pass<T>& p, int f, ScanFn<T> scan) {
     const int nv = vars.size() - 1;
     VarInts idx(V, 0);
     std::uint64_t acc = 0;
-    i64 off = 0;
+    i64 off = 0, since_poll = 0;
     for (;;) {
         acc |= scan(base + off, n, st);
+        if ((since_poll += n) >= kPollWork) {  // a big factor: stay interruptible
+            poll_cancel();
+            since_poll = 0;
+        }
         int k = nv - 1;
         for (; k >= 0; --k) {
             const int v = vars[k];
