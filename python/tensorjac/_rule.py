@@ -260,6 +260,9 @@ class Op:
     # -- argument handling ---------------------------------------------------
     def bind(self, args: tuple, kwargs: dict[str, Any], numpy: bool = False) -> tuple[tuple, dict[str, Any]]:
         """Split a call into (array arguments, parameters), as the op's signature says."""
+        if not self.variadic and len(args) == len(self.argnames) and kwargs.keys() <= self.params.keys():
+            # the common call: the arrays by position, the op's own parameters by keyword
+            return tuple(args), {**self.params, **kwargs}
         sig = self._numpy_signature if numpy else self.__signature__
         try:
             b = sig.bind(*args, **kwargs)

@@ -50,6 +50,11 @@ _EINSUM_DIRECT_MAX = 4096
 _MERGE_SMALL = 1 << 16
 _MERGE_GROWTH = 4
 _PLAN_CACHE_MAX = 256
+# A factor of more entries than this does not absorb smaller factors over a subset of its letters.
+_ABSORB_MAX = 1 << 15
+# The final sum keeps up to this many like terms separate (the expand kernel fuses them); more are
+# densified into one factor (or one GEMM).
+_FUSE_MAX = 8
 # Results smaller than this many entries are not worth a direct write (plan and view overheads).
 _DIRECT_MIN = 1 << 14
 
@@ -509,7 +514,9 @@ def _absorb(alg: Algebra, facs: list[Factor]) -> list[Factor]:
     for arr, ls in facs:
         for i, (big, bl) in enumerate(out):
             # absorbing copies the big factor: only when the copy fits the budget (else keep both)
-            if set(ls) <= set(bl) and big.a.nbytes <= budget:
+            # and a big factor keeps its small companions separate: the expand kernel multiplies them as it
+            # writes, instead of numpy writing a result-sized product first
+            if set(ls) <= set(bl) and big.a.nbytes <= budget and (big.size <= _ABSORB_MAX or arr.size == big.size):
                 out[i] = (alg.prog.mul(big, _align(alg, arr, ls, bl)), bl)
                 break
         else:
@@ -598,6 +605,10 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
             )
         )
         n = alg.size(U)
+        if final and len(members) <= _FUSE_MAX:
+            # the expand kernel sums like terms in one pass, each from its own small factors
+            out.extend(t for t, _ in members)
+            continue
         if not final:
             biggest = max((a.size for t, _ in members for a, _ in t.facs), default=1)
             if n > max(_MERGE_SMALL, _MERGE_GROWTH * biggest):
@@ -615,7 +626,14 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
             acc = d if acc is None else alg.prog.add(acc, d)
         assert acc is not None
         out.append(Term(1, base.out, base.inp, [(acc, U)]))
+    if final:  # terms that cover every entry (no delta) first: the kernel then needs no zero fill
+        out.sort(key=lambda t: not _covers(t))
     return out
+
+
+def _covers(t: Term) -> bool:
+    letters = [c for g in itertools.chain(t.out, t.inp) for c in g]
+    return len(set(letters)) == len(letters)
 
 
 def _low_rank(
