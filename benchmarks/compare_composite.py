@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -48,15 +49,23 @@ MIB = 1 << 20
 
 
 def rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each function, sampled round-robin (drift affects all alike)."""
+    """Median seconds of each function, sampled round-robin (drift affects all alike).
+
+    The order is shuffled every round and each timed call starts after a 5 ms pause: a library's
+    worker threads that spin for a while after a call (XLA's, OpenMP's) would otherwise slow down
+    whichever function always runs next."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     samples: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(repeat):
-        for k, f in fns.items():
+        shuffle(order)
+        for k in order:
+            time.sleep(0.005)
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             samples[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in samples.items()}
 
