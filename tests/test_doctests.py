@@ -107,6 +107,8 @@ def test_docs_page_code_runs(page):
     text = page.read_text(encoding="utf-8")
     # interactive code must be in ```pycon blocks, which run here; a ```python block must not hide one
     assert not re.search(r"^```python\n>>>", text, re.M), f"{page.name}: use ```pycon for >>> examples"
+    for module in re.findall(r"^% doctest-requires: (\S+)$", text, re.M):  # a page's optional dependencies
+        pytest.importorskip(module)
     globs: dict = {}
     attempted = failed = 0
     parser = doctest.DocTestParser()
