@@ -259,6 +259,19 @@ def test_sum_slicing_and_threads():
 
 
 @needs_dask
+def test_threads_share_the_plan_cache(monkeypatch):
+    """Blocks computed from several threads while the per-process plan cache evicts all the time."""
+    import tensorjac._blocks as blocks
+
+    monkeypatch.setattr(blocks, "_PLANS_MAX", 2)
+    A, B = rng.standard_normal((6, 5)), rng.standard_normal((4, 7))
+    want = tj.jacobian(tj.kron, A, B, layout="matrix")
+    for _ in range(3):
+        J = tjd.jacobian(tj.kron, A, B, layout="matrix", chunks=(13, 4))
+        assert_same_bits(J.compute(scheduler="threads", num_workers=4), want)
+
+
+@needs_dask
 def test_to_zarr_round_trip(tmp_path):
     pytest.importorskip("zarr")
     import dask.array as da

@@ -40,6 +40,7 @@ pickles.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -266,19 +267,24 @@ def block_passes(
 
 _PLANS: OrderedDict[tuple, Any] = OrderedDict()
 _PLANS_MAX = 256
+_PLANS_LOCK = threading.Lock()  # blocks are computed from several threads (dask's threaded scheduler)
 
 
 def _plan(p: Pass, dtype: np.dtype) -> Any:
+    """The ExpandPlan of a pass, cached per process by its terms and extent (blocks of one chunk
+    pattern share them)."""
     key = (p.cterms, p.extent, dtype.str)
-    plan = _PLANS.get(key)
-    if plan is None:
-        terms = [(c, list(s), [tuple(b) for b in bs], [(sl, list(vs)) for sl, vs in fr]) for c, s, bs, fr in p.cterms]
-        plan = _core.ExpandPlan(terms, list(p.extent), p.nslots, dtype)
+    with _PLANS_LOCK:
+        plan = _PLANS.get(key)
+        if plan is not None:
+            _PLANS.move_to_end(key)
+            return plan
+    terms = [(c, list(s), [tuple(b) for b in bs], [(sl, list(vs)) for sl, vs in fr]) for c, s, bs, fr in p.cterms]
+    plan = _core.ExpandPlan(terms, list(p.extent), p.nslots, dtype)
+    with _PLANS_LOCK:
         _PLANS[key] = plan
         if len(_PLANS) > _PLANS_MAX:
             _PLANS.popitem(last=False)
-    else:
-        _PLANS.move_to_end(key)
     return plan
 
 
