@@ -862,3 +862,233 @@ def test_float32_hvp_stays_float32():
 def test_named_wrt():
     np.testing.assert_allclose(tj.hessian(_ls, Xd, wd, yd, wrt="w"), 2 * Xd.T @ Xd, rtol=1e-12)
     assert not tj.hessian(tj.quadratic, x4, A4, wrt="A").any()
+
+
+# ============================================================================ exact symmetry by construction
+#
+# A diagonal Hessian block whose off-diagonal part is one term T (any number of terms living on
+# n == k) is written as T/2 + T/2 with the second half's input groups exchanged (tensorjac._terms.
+# _symmetric_terms): mirrored entries get a + b and b + a.  Several such terms (or more factors)
+# are symmetrized after the write.  Both must give bitwise symmetric Hessians, with the same values.
+
+
+def _bits(H):
+    """H's bit patterns (signed zeros included), comparable with np.array_equal."""
+    H = np.ascontiguousarray(H)
+    if H.dtype.kind == "c":
+        H = H.view(H.real.dtype)
+    return H.view(np.uint32 if H.dtype.itemsize == 4 else np.uint64)
+
+
+def _assert_bit_symmetric(H, P, R, layout="tensor"):
+    S = _swap(H, P, R) if layout == "tensor" else np.swapaxes(H, -1, -2)
+    assert np.array_equal(_bits(H), _bits(S)), "not bitwise symmetric"
+
+
+def _finals(f, *args, **kw):
+    """The recorded program's Finals of tj.hessian(f, *args, **kw) (how each block is written)."""
+    from tensorjac import _api
+
+    _api._PROGRAMS.clear()
+    tj.hessian(f, *args, **kw)
+    (prog,) = _api._PROGRAMS.values()
+    return [fin for row in prog.finals for fin in row]
+
+
+Xsq5 = rng.standard_normal((5, 5)) + 4 * np.eye(5)
+Xm6, Ym6, Wm6 = rng.standard_normal((7, 4)), rng.standard_normal((7, 3)), 0.6 * rng.standard_normal((4, 3))
+
+
+def _sym_case(name, dtype=np.float64):
+    """(f, x, P, written symmetric by construction?) with x and f's constants of dtype (a float64
+    constant would make the Hessian float64)."""
+    make, consts, x, P, by_construction = SYM_CASES[name]
+    return make(*[a.astype(dtype) for a in consts]), x.astype(dtype), P, by_construction
+
+
+# name: (f of the constants, constants, x, P, by construction?)
+SYM_CASES = {
+    "logdet: one term, two factors": (lambda: lambda X: np.linalg.slogdet(X)[1], (), Xsq5, 0, True),
+    "0.3 logdet: two factors, a coefficient": (lambda: lambda X: 0.3 * np.linalg.slogdet(X)[1], (), Xsq5, 0, True),
+    "MLP: one term, one factor and a delta": (
+        lambda X, Y: lambda W: np.sum((np.tanh(X @ W) - Y) ** 2), (Xm6, Ym6), Wm6, 0, True),
+    "x@A@x: one dense factor": (lambda A: lambda x: x @ A @ x, (A4,), x4, 0, True),
+    "logdet + sum(X^4): and a diagonal term": (
+        lambda: lambda X: np.linalg.slogdet(X)[1] + np.sum(X**4), (), Xsq5, 0, True),
+    "vector tanh(A x)": (lambda A: lambda x: np.tanh(A @ x), (A54,), x4, 1, True),
+    "vector softmax: and a diagonal term": (lambda: lambda x: np.exp(x) / np.sum(np.exp(x)), (), x4, 1, True),
+    "matrix f, matrix input": (lambda A, B: lambda X: np.tanh(X @ A) @ B, (Af, Xr), Xr, 2, True),
+    "softmax cross-entropy wrt weights: several terms": (
+        lambda x, y: lambda W: _lse(W @ x) - (W @ x) @ y, (xc, onehot3), Wc, 0, False),
+    "two-layer MLP: several terms": (
+        lambda X, V, Y: lambda W: np.sum((np.tanh(X @ W) @ V - Y) ** 2), (Xm, W2, Ym), W1, 0, False),
+    "least squares wrt X: three factors": (lambda w, y: lambda X: np.sum((X @ w - y) ** 2), (wd, yd), Xd, 0, False),
+}
+
+
+@pytest.mark.parametrize("name", list(SYM_CASES))
+def test_symmetric_by_construction_where_expected(name):
+    f, x, P, by_construction = _sym_case(name)
+    (fin,) = _finals(f, x)
+    assert (fin.sym is None) == by_construction
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["tensor", "matrix", "vec"])
+@pytest.mark.parametrize("name", list(SYM_CASES))
+def test_bitwise_symmetric_in_every_layout_and_dtype(name, layout, dtype):
+    f, x, P, _ = _sym_case(name, dtype)
+    H = tj.hessian(f, x, layout=layout)
+    assert H.dtype == dtype
+    _assert_bit_symmetric(H, P, x.ndim, layout)
+    T = tj.hessian(f, x)  # the same numbers in every layout
+    out_shape = T.shape[:P]
+    assert np.array_equal(_bits(H), _bits(_to_layout(T, out_shape, x.shape, layout)))
+    f, x64, _, _ = _sym_case(name)
+    F, err = tj.fd.hessian(f, x64, method="richardson", return_error=True)
+    tol = 10 * err + 1e-12 * max(1.0, float(np.abs(F).max()))
+    if dtype == np.float32:
+        tol = tol + 2e-5 * max(1.0, float(np.abs(F).max()))
+    assert (np.abs(T - F) <= tol).all()
+
+
+def test_complex_hessians_are_bitwise_symmetric():
+    Hz = tj.hessian(lambda z: z @ Bz @ z, z3)  # one dense factor: written symmetric
+    _assert_bit_symmetric(Hz, 0, 1)
+    np.testing.assert_allclose(Hz, Bz + Bz.T, rtol=1e-14)
+    Z = (Xsq + 0.3j * rng.standard_normal((3, 3))).astype(np.complex128)
+    H = tj.hessian(lambda X: np.sum(np.linalg.inv(X) * Ct), Z)  # complex, two factors: symmetrized
+    _assert_bit_symmetric(H, 0, 2)
+    np.testing.assert_allclose(H, cf_inv_weighted(Z, Ct), rtol=1e-10, atol=1e-12)
+    (fin,) = _finals(lambda z: z @ Bz @ z, z3)
+    assert fin.sym is None
+
+
+def _random_loss(seed):
+    """A sum of 2-4 random smooth scalar functions of a (3, 2) matrix, and the matrix."""
+    r = np.random.default_rng(seed)
+    A, B, C = r.standard_normal((4, 3)), r.standard_normal((2, 2)), r.standard_normal((3, 2))
+    pool = [
+        lambda X: np.sum(np.tanh(A @ X) ** 2),
+        lambda X: np.sum((X @ B) ** 3),
+        lambda X: np.linalg.slogdet(X.T @ X + np.eye(2))[1],
+        lambda X: np.sum(np.exp(0.5 * X) * C),
+        lambda X: np.sum(np.sin(X @ X.T)),
+        lambda X: np.log(np.sum(X**2)),
+        lambda X: np.sum(X * X) * np.sum(X @ B),
+    ]
+    picks = r.choice(len(pool), size=r.integers(2, 5), replace=False)
+    w = r.standard_normal(len(picks))
+    return (lambda X: sum(wi * pool[p](X) for wi, p in zip(w, picks))), r.standard_normal((3, 2))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_sums_of_terms(seed):
+    f, X = _random_loss(seed)
+    layout = ["tensor", "matrix", "vec"][seed % 3]
+    H = tj.hessian(f, X, layout=layout)
+    _assert_bit_symmetric(H, 0, 2, layout)
+    F, err = tj.fd.hessian(f, X, method="richardson", layout=layout, return_error=True)
+    assert (np.abs(H - F) <= 10 * err + 1e-11 * max(1.0, float(np.abs(F).max()))).all()
+    H1 = tj.hessian(f, X.astype(np.float32), layout=layout)
+    _assert_bit_symmetric(H1, 0, 2, layout)
+
+
+@pytest.mark.parametrize("name", ["logdet: one term, two factors", "MLP: one term, one factor and a delta",
+                                  "two-layer MLP: several terms", "vector softmax: and a diagonal term"])
+@pytest.mark.parametrize("order", ["F", "strided", "reversed"])
+@pytest.mark.parametrize("layout", ["tensor", "vec"])
+def test_out_of_any_memory_order(name, order, layout):
+    f, x, P, _ = _sym_case(name)
+    ref = tj.hessian(f, x, layout=layout)
+    if order == "F":
+        out = np.full(ref.shape, np.nan, order="F")
+    elif order == "strided":  # every third entry of the last axis, odd byte strides of the others
+        out = np.full(ref.shape[:-1] + (3 * ref.shape[-1],), np.nan)[..., 1::3]
+    else:
+        out = np.full(ref.shape, np.nan)[(slice(None, None, -1),) * ref.ndim]
+    res = tj.hessian(f, x, layout=layout, out=out)
+    assert res is out
+    assert np.array_equal(_bits(out), _bits(ref))
+
+
+def test_big_hessians_thread_counts_and_instruction_sets_bitwise_equal():
+    """Large enough to be split across threads (>= 2**15 entries): one term written symmetric, and
+    several terms symmetrized after the write."""
+    from tensorjac import _core
+
+    r = np.random.default_rng(3)
+    X16 = r.standard_normal((16, 16)) + 6 * np.eye(16)
+    Xb, Yb2, W2b = r.standard_normal((20, 12)), r.standard_normal((20, 3)), r.standard_normal((16, 3))
+    W1b = 0.3 * r.standard_normal((12, 16))
+    cases = [
+        (lambda X: np.linalg.slogdet(X)[1], X16, True),
+        (lambda W: np.sum((np.tanh(Xb @ W) @ W2b - Yb2) ** 2), W1b, False),
+    ]
+    for f, x, by_construction in cases:
+        (fin,) = _finals(f, x)
+        assert (fin.sym is None) == by_construction
+        H1 = tj.hessian(f, x, num_threads=1)
+        _assert_bit_symmetric(H1, 0, 2)
+        for nt in (2, 3):
+            assert np.array_equal(_bits(tj.hessian(f, x, num_threads=nt)), _bits(H1))
+        simd = _core.expand_simd()
+        try:
+            _core.expand_simd("baseline")
+            assert np.array_equal(_bits(tj.hessian(f, x, num_threads=2)), _bits(H1))
+        finally:
+            _core.expand_simd("auto")
+        assert _core.expand_simd() == simd
+    Xi = np.linalg.inv(X16)
+    np.testing.assert_allclose(tj.hessian(cases[0][0], X16), -np.einsum("jk,li->ijkl", Xi, Xi), rtol=1e-10,
+                               atol=1e-14)
+
+
+def test_tuple_wrt_diagonal_blocks_by_construction_off_diagonal_blocks_untouched():
+    fins = _finals(_ls, Xd, wd, yd, wrt=(0, 1))
+    assert len(fins) == 4
+    assert all(fin.sym is None for fin in fins[1:3])  # H[0][1], H[1][0]: not symmetric, never symmetrized
+    H = tj.hessian(_ls, Xd, wd, yd, wrt=(0, 1))
+    _assert_bit_symmetric(H[1][1], 0, 1)
+    _assert_bit_symmetric(H[0][0], 0, 2)
+    r = Xd @ wd - yd
+    np.testing.assert_allclose(H[0][1], 2 * (np.einsum("jk,i->ijk", np.eye(3), r) + np.einsum("ik,j->ijk", Xd, wd)),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["tensor", "matrix", "vec"])
+@pytest.mark.parametrize("nfac", [0, 1, 2])
+def test_one_term_with_any_coefficient_is_written_symmetric(nfac, layout, dtype):
+    """H[i,j,k,l] = c A[j,k] B[l,i] (a logdet-like term; 1 factor: c A[j,k] B[l,i] as one array; none:
+    c everywhere) with a coefficient that is not a power of two: written as two halves, exactly
+    symmetric, equal to c/2 (T + T swapped)."""
+    from tensorjac import _terms
+
+    r = np.random.default_rng(nfac)
+    n, c = 5, 0.3
+    A, B = r.standard_normal((n, n)), r.standard_normal((n, n)) * 1e-3
+    alg = _terms.Algebra()
+    i, j, k, l = (alg.new(n) for _ in range(4))
+    if nfac == 2:
+        facs = [(alg.prog.leaf(A), (j, k)), (alg.prog.leaf(B), (l, i))]
+        T = c * np.einsum("jk,li->ijkl", A, B)
+    elif nfac == 1:
+        facs = [(alg.prog.leaf(np.einsum("jk,li->ijkl", A, B)), (i, j, k, l))]
+        T = c * np.einsum("jk,li->ijkl", A, B)
+    else:
+        facs = []
+        T = np.full((n,) * 4, c)
+    t = _terms.Term(c, ((i,), (j,)), ((k,), (l,)), facs)
+    fin = _terms.finalize(alg, [t], (n, n), (n, n), layout, np.dtype(dtype), hess=0, sym=True)
+    assert fin.sym is None  # by construction, no symmetrization afterwards
+    assert fin.first is not None
+    H, finite = fin.write(fin.first, None, 1)
+    assert finite and H.dtype == dtype
+    _assert_bit_symmetric(H, 0, 2, layout)
+    want = _to_layout(0.5 * (T + T.transpose(2, 3, 0, 1)), (), (n, n), layout)
+    scale = float(np.abs(want).max())
+    if dtype == np.float32:
+        np.testing.assert_allclose(H, want, rtol=1e-5, atol=1e-6 * scale)
+    else:
+        np.testing.assert_allclose(H, want, rtol=1e-12, atol=1e-15 * scale)

@@ -256,7 +256,7 @@ def _contract_traced(
         return ch[letter]
 
     src_split = [c for ax in src_axes for c in ax]
-    V = vec.reshape((nb, *[sizes[c] for c in src_split]))
+    V = _reshaped(vec, (nb, *[sizes[c] for c in src_split]))
     src_sub = _BATCH + "".join(c_of(c) for c in src_split)
     dst_split = [c for ax in dst_axes for c in ax]
     total: Any = None
@@ -266,8 +266,17 @@ def _contract_traced(
         slot += len(groups)
         have = set(src_split).union(*groups)
         present = list(dict.fromkeys(c for c in dst_split if c in have))
-        subs = ",".join([src_sub, *("".join(c_of(c) for c in g) for g in groups)])
-        R = np.einsum(subs + "->" + _BATCH + "".join(c_of(c) for c in present), V, *tf)
+        if present == src_split and len(set(src_split)) == len(src_split) and all(
+            list(g) == src_split[len(src_split) - len(g) :] and np.ndim(f) == len(g) for g, f in zip(groups, tf)
+        ):
+            # elementwise (each factor on trailing letters of V, in order): broadcasting products record
+            # fewer, cheaper tape nodes than an einsum (and none for a term without factors)
+            R = V
+            for f in tf:
+                R = R * f
+        else:
+            subs = ",".join([src_sub, *("".join(c_of(c) for c in g) for g in groups)])
+            R = np.einsum(subs + "->" + _BATCH + "".join(c_of(c) for c in present), V, *tf)
         if coef != 1:
             R = R * coef
         # place R on the destination axes: a letter's later positions on the diagonal with its first (eye);
@@ -288,11 +297,16 @@ def _contract_traced(
                 subs_in.append(first[c] + out_chars[p])
         if len(ops) > 1:
             R = np.einsum(",".join(subs_in) + "->" + _BATCH + "".join(out_chars), *ops)
-        R = R.reshape((nb, *dst_shape))
+        R = _reshaped(R, (nb, *dst_shape))
         total = R if total is None else total + R
     if total is None:
         return np.zeros((nb, *dst_shape), dtype=dt)
     return total
+
+
+def _reshaped(a: Any, shape: tuple[int, ...]) -> Any:
+    """``a.reshape(shape)``, or ``a`` itself when it has that shape already (no tape node)."""
+    return a if tuple(a.shape) == shape else a.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- structured hooks

@@ -182,7 +182,7 @@ class JacobianProgram:
         finals = [
             [
                 finalize(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout, dtypes[i][k], taken,
-                         batch, hess)
+                         batch, hess, sym=hess is not None and i == k)  # a Hessian's diagonal blocks
                 for k, n in enumerate(inputs)
             ]
             for i, o in enumerate(outs)

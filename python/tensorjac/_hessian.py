@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _config, _core
+from . import _config
 from ._api import _Call, _jacobians, jvp
 from ._engine import reverse
 from ._layout import batch_position, prod
 from ._rule import Op
 from ._sparse import check_format
+from ._terms import symmetrize
+from ._trace import Tracer
 
 __all__ = ["hessian", "hvp"]
 
@@ -73,18 +75,14 @@ def _first_derivative(f: Callable[..., Any], wrt: Any, batch: int | None = None)
 def _symmetrize(H: Any, m: int, n: int, nt: int = 0) -> Any:
     """Make H, seen as (m, n, n), exactly symmetric in its last two groups: the mean of the two
     computed halves written to both (a + b == b + a in IEEE arithmetic, so bitwise), in C++.
-    A traced H (a Hessian inside a differentiated function) is returned as that mean instead."""
+    A traced H (a Hessian inside a differentiated function) is returned as that mean instead.
+
+    The Hessians of tj.hessian's recorded programs need none of this: their diagonal blocks are
+    written exactly symmetric by the program itself (tensorjac._terms.finalize with ``sym``)."""
     if getattr(type(H), "__tj_apply__", None) is not None:
         V = np.reshape(H, (m, n, n))
         return np.reshape((V + np.swapaxes(V, 1, 2)) * 0.5, H.shape)
-    if n < 2 or m == 0:
-        return H
-    if H.flags.c_contiguous:
-        _core.symmetrize(H, m, n, nt)
-        return H
-    V = np.ascontiguousarray(H)  # an out= of another memory layout: work on a contiguous copy
-    _core.symmetrize(V, m, n, nt)
-    H[...] = V
+    symmetrize(H, m, n, nt)
     return H
 
 
@@ -174,13 +172,17 @@ def hessian(
     if format != "dense":
         return _symmetrize_sparse(res, pairs, format)
     inputs = call.trace.inputs
+    nested = any(isinstance(n.value, Tracer) for n in inputs)  # a Hessian of traced arrays
     if not pairs:
+        if not nested:  # the diagonal blocks of a recorded program are written exactly symmetric
+            return res
         N = prod(inputs[0].value.shape)
-        return _symmetrize(res, res.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
+        return _symmetrize(res, res.size // max(N * N, 1) if N else 0, N)
     blocks = [list(row) for row in res]
     for i in range(len(blocks)):
         Ni = prod(inputs[i].value.shape)
-        blocks[i][i] = _symmetrize(blocks[i][i], blocks[i][i].size // max(Ni * Ni, 1) if Ni else 0, Ni)
+        if nested:
+            blocks[i][i] = _symmetrize(blocks[i][i], blocks[i][i].size // max(Ni * Ni, 1) if Ni else 0, Ni)
         for j in range(i + 1, len(blocks)):  # H[j][i] is H[i][j] with its two input groups swapped
             blocks[j][i] = _swap_groups(blocks[i][j], call, i, j, n_out, layout)
     return tuple(tuple(row) for row in blocks)

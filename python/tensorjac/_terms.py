@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _config
+from . import _config, _core
 from ._deriv import Deriv
 from ._expand import expand_plan
 from ._layout import placement, prod
@@ -45,6 +45,8 @@ __all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "fold_c
 _EINSUM_CHARS = string.ascii_letters
 # Below this many multiply-adds numpy's C einsum loop beats planning a BLAS path.
 _EINSUM_DIRECT_MAX = 4096
+# A planned contraction may create intermediates of this many entries (beyond its operands' and result's).
+_EINSUM_SCRATCH = 1 << 16
 # An intermediate merge may densify like terms into one factor up to this size,
 # or up to this multiple of the largest factor it replaces.
 _MERGE_SMALL = 1 << 16
@@ -114,7 +116,11 @@ class Program:
         # a planned path (BLAS) pays only for real contractions; products that sum nothing
         # (outer products, broadcasting) are faster in einsum's own loop
         if optimize and len(arrays) > 1 and summed:
-            path = np.einsum_path(subs, *arrays, optimize="greedy")[0]
+            # numpy's default caps intermediates at the largest operand or result, which can forbid
+            # the pairwise (BLAS) path, e.g. ab,ac,ad->bcd: allow small ones beyond that
+            dims = {c: n for term, a in zip(ins.split(","), arrays) for c, n in zip(term, a.shape)}
+            limit = max(_EINSUM_SCRATCH, prod([dims[c] for c in out]), *[a.size for a in arrays])
+            path = np.einsum_path(subs, *arrays, optimize=("greedy", limit))[0]
         return self._emit(_einsum_op, tuple(hs), np.einsum(subs, *arrays, optimize=path), subs=subs, path=path)
 
     def mul(self, a: F, b: F) -> F:
@@ -605,6 +611,11 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
             )
         )
         n = alg.size(U)
+        if not final:
+            shared = _factor_out(alg, base, members, renames, n)
+            if shared is not None:
+                out.append(shared)
+                continue
         if final and len(members) <= _FUSE_MAX:
             # the expand kernel sums like terms in one pass, each from its own small factors
             out.extend(t for t, _ in members)
@@ -629,6 +640,47 @@ def merge(alg: Algebra, terms: list[Term], final: bool = False) -> list[Term]:
     if final:  # terms that cover every entry (no delta) first: the kernel then needs no zero fill
         out.sort(key=lambda t: not _covers(t))
     return out
+
+
+def _factor_out(
+    alg: Algebra, base: Term, members: list[tuple[Term, dict[int, int]]], renames: list[dict[int, int]], n: int,
+) -> Term | None:
+    """Like terms sharing factors -- the same array over the same letters in every term -- as one term
+    ``C * sum_t (coef_t * rest_t)``: the rests are added over their own letters, smaller than the
+    ``n`` entries of densifying whole terms (e.g. ``a[i,b] x[i,c] + b[i,b] x[i,c]`` adds two
+    (i, b) arrays and keeps ``x``, instead of building two (i, b, c) products).  None when no factor
+    is shared or the rests are no smaller."""
+    keyed = [[(a.r, tuple(rn[c] for c in ls)) for a, ls in t.facs] for (t, _), rn in zip(members, renames)]
+    common = set(keyed[0]).intersection(*keyed[1:])
+    if not common:
+        return None
+    shared: list[Factor] = []
+    rests: list[Term] = []
+    for i, ((t, _), keys) in enumerate(zip(members, keyed)):
+        left = set(common)
+        rest: list[Factor] = []
+        for (a, ls), k in zip(t.facs, keys):
+            if k in left:  # one occurrence of each shared factor leaves the term
+                left.discard(k)
+                if i == 0:
+                    shared.append((a, k[1]))
+            else:
+                rest.append((a, ls))
+        rests.append(Term(t.coef, t.out, t.inp, rest))
+    U = tuple(dict.fromkeys(rn[c] for r, rn in zip(rests, renames) for _, ls in r.facs for c in ls))
+    if alg.size(U) >= n:
+        return None
+    if not U:  # the terms differ only by their coefficients
+        coef = sum(r.coef for r in rests)
+        return Term(coef, base.out, base.inp, shared) if coef != 0 else None
+    dtype = np.result_type(*[a.a for r in rests for a, _ in r.facs], *[r.coef for r in rests])
+    _check_alloc(alg.size(U), dtype, "Jacobian term")
+    acc: F | None = None
+    for r, rn in zip(rests, renames):
+        d = _dense(alg, r, rn, U, dtype)
+        acc = d if acc is None else alg.prog.add(acc, d)
+    assert acc is not None
+    return Term(1, base.out, base.inp, [*shared, (acc, U)])
 
 
 def _covers(t: Term) -> bool:
@@ -731,13 +783,16 @@ class Final:
     program straight into a strided view of the result (no copy); ``core`` is the
     expand plan of the other terms, run in accumulate mode after it (or alone,
     writing, when there is no direct factor); ``regs`` are its factor registers.
+    ``sym = (m, n)``: the result, seen as (m, n, n), is made exactly symmetric in
+    its last two axes after the write (a Hessian block whose terms could not be
+    written symmetric by construction: see :func:`_symmetric_terms`).
     """
 
-    __slots__ = ("core", "direct", "dtype", "first", "first_direct", "regs", "shape")
+    __slots__ = ("core", "direct", "dtype", "first", "first_direct", "regs", "shape", "sym")
 
     def __init__(self, core: Any, regs: list[int], shape: tuple[int, ...], dtype: np.dtype,
                  first: list[np.ndarray], direct: tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]] | None,
-                 first_direct: np.ndarray | None) -> None:
+                 first_direct: np.ndarray | None, sym: tuple[int, int] | None = None) -> None:
         self.core = core
         self.regs = regs
         self.shape = shape
@@ -745,6 +800,7 @@ class Final:
         self.first: list[np.ndarray] | None = first  # the factor arrays of the recording run
         self.direct = direct  # (register, factor shape, ((dim, mult) per factor axis))
         self.first_direct = first_direct
+        self.sym = sym
 
     def allocate(self, out: np.ndarray | None) -> np.ndarray | None:
         """The result array when the program writes into it (a direct factor), else None (the plan allocates)."""
@@ -767,10 +823,29 @@ class Final:
             assert R is not None
             if self.core is None:
                 return R, True
-            return self.core(R, list(arrays), num_threads, True)  # type: ignore[no-any-return]
-        if R is None:
-            _config.check_budget(self.shape, self.dtype.itemsize)
-        return self.core(R, list(arrays), num_threads)  # type: ignore[no-any-return]
+            res = self.core(R, list(arrays), num_threads, True)
+        else:
+            if R is None:
+                _config.check_budget(self.shape, self.dtype.itemsize)
+            res = self.core(R, list(arrays), num_threads)
+        if self.sym is not None:
+            symmetrize(res[0], *self.sym, num_threads)
+        return res  # type: ignore[no-any-return]
+
+
+def symmetrize(H: np.ndarray, m: int, n: int, num_threads: int = 0) -> None:
+    """In place: H, seen as (m, n, n), becomes exactly symmetric in its last two axes -- the mean of
+    the two halves written to both (``a + b == b + a`` in IEEE arithmetic, so bitwise), in C++.
+    Any memory order (an ``out=`` array of another layout goes through a contiguous copy)."""
+    if n < 2 or m == 0:
+        return
+    if H.flags.c_contiguous:
+        _core.symmetrize(H, m, n, num_threads)
+        return
+    _config.check_budget(H.shape, H.dtype.itemsize, what="contiguous copy of the Hessian")
+    V = np.ascontiguousarray(H)
+    _core.symmetrize(V, m, n, num_threads)
+    H[...] = V
 
 
 def _bindings(t: Term, layout: str, out_shape: tuple[int, ...], in_shape: tuple[int, ...],
@@ -816,13 +891,18 @@ def finalize(
     taken: set[int] | None = None,
     batch: int | None = None,
     hess: int | None = None,
+    sym: bool = False,
 ) -> Final:
     """Merge the final terms and build (or fetch) the expand plan writing them into ``layout``.
 
     ``taken`` collects the registers already written directly into some result
     (a register can be the direct factor of one result only).  With ``batch``, the
     per-sample Jacobian along that axis of output and input: every term must tie the
-    two batch axes by a delta (else the function mixes samples: ValueError).
+    two batch axes by a delta (else the function mixes samples: ValueError).  With
+    ``hess = P`` and ``sym``, a diagonal Hessian block (``out_shape`` is f's P axes
+    followed by x's, ``in_shape`` is x's): the result is exactly symmetric in its two
+    input groups, written so by construction where :func:`_symmetric_terms` can, else
+    symmetrized after the write.
     """
     terms = merge(alg, terms, final=True)
     if batch is not None:
@@ -839,6 +919,15 @@ def finalize(
             "layout='diagonal' needs an elementwise Jacobian (output and input of the same shape, "
             "each output entry depending only on the same input entry); this function's is not"
         )
+    post_sym = None
+    keep_coef: set[int] = set()  # terms whose coefficient stays out of their factors
+    if sym and hess is not None and batch is None:
+        paired = _symmetric_terms(alg, terms, hess, dtype)
+        if paired is None:
+            post_sym = (prod(out_shape[:hess]), prod(in_shape))
+        else:
+            keep_coef = {id(t) for t in paired if t not in terms}
+            terms = paired
     direct = None
     first_direct = None
     d = None if batch is not None or hess is not None else _direct_candidate(alg, terms, layout, out_shape, in_shape)
@@ -861,7 +950,7 @@ def finalize(
     first: list[np.ndarray] = []
     key: list[Any] = [layout, out_shape, in_shape, dtype, batch, hess]
     for t in terms:
-        coef, facs = fold_coef(alg, t, dtype)
+        coef, facs = (t.coef, t.facs) if id(t) in keep_coef else fold_coef(alg, t, dtype)
         facs = _few_factors(alg, facs)
         key_t, cmap = _canonical(t)
         fl = tuple(tuple(cmap[c] for c in ls) for _, ls in facs)
@@ -882,4 +971,44 @@ def finalize(
             _PLANS[k] = hit
         core = hit[1]
     shape, _, _ = placement(layout, out_shape, in_shape, batch, hess)
-    return Final(core, regs, shape, dtype, first, direct, first_direct)
+    return Final(core, regs, shape, dtype, first, direct, first_direct, post_sym)
+
+
+def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype) -> list[Term] | None:
+    """The final terms of a diagonal Hessian block rewritten so that the expand kernel writes a result
+    that is exactly (bitwise) symmetric in the two input groups, or None when that is not guaranteed.
+
+    ``out`` is f's ``hess`` axes followed by x's (group n), ``inp`` is x's (group k).  A term whose
+    two groups carry the same letters is nonzero only where n == k, its own mirror: any summation
+    order is symmetric there.  The one other term T (if any) becomes ``T/2 + T/2`` with the second
+    half's groups exchanged, over the same factor arrays: at (n, k) the kernel sums ``a + b`` and at
+    (k, n) ``b + a`` (or ``0 + a`` at both where only one half is present), equal since IEEE
+    addition commutes -- provided a and b are computed alike at mirrored entries.  The kernel
+    evaluates an entry as its per-row scalar ``((coef * o1) * o2) ...`` times its row factor
+    ``(i1 * i2) ...``, the split of the factors depending on the loop order, hence:
+
+    * no factor or one factor: ``coef * F`` however it is split (``(coef * F) * 1`` is the same);
+    * two factors, real: the coefficient folded into one of them (shared by both halves), so that
+      every split gives ``a * b == b * a`` (``1 * x`` is exact).
+
+    None (the caller symmetrizes after the write) for several such terms (the kernel sums like terms
+    left to right: ``((a + b) + c) + d`` is not ``((b + a) + d) + c``), more factors, or two complex
+    factors (a complex product by 1 may change the sign of a zero).  NaN payloads aside.
+    """
+    off = [t for t in terms if t.out[hess:] != t.inp]
+    if not off:
+        return terms
+    if len(off) > 1:
+        return None
+    (t,) = off
+    if len(t.facs) > 2 or (len(t.facs) == 2 and dtype.kind == "c"):
+        return None
+    coef, facs = t.coef * 0.5, t.facs
+    if len(facs) == 2:
+        coef, facs = fold_coef(alg, Term(coef, t.out, t.inp, facs), dtype)
+    half = Term(coef, t.out, t.inp, facs)
+    swapped = Term(coef, t.out[:hess] + t.inp, t.out[hess:], facs)
+    res: list[Term] = []
+    for u in terms:
+        res.extend((half, swapped) if u is t else (u,))
+    return res
