@@ -15,6 +15,7 @@ from ._config import (
 from ._deriv import Deriv
 from ._hessian import hessian, hvp
 from ._layout import LAYOUTS
+from ._paths import get_cmake_dir, get_include
 from ._rule import Op
 from .ops import *  # noqa: F403  (the catalogue: one name per op, derived from the registry)
 from .ops import CATALOGUE
@@ -33,6 +34,7 @@ __all__ = sorted(
         "CATALOGUE", "LAYOUTS", "CheckEntry", "CheckReport", "CheckReports", "Deriv", "JacobianMismatchError",
         "JacobianTooLargeError", "NonFiniteWarning", "Op",
         "chain", "check", "fd", "get_memory_budget", "get_num_threads", "grad", "hessian", "hvp", "jacobian", "jvp",
+        "get_cmake_dir", "get_include",
         "kron_matvec",
         "set_memory_budget", "set_num_threads", "testing", "value_and_jacobian", "vjp",
     ]
