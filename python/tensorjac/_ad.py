@@ -266,12 +266,14 @@ def _contract_traced(
         slot += len(groups)
         have = set(src_split).union(*groups)
         present = list(dict.fromkeys(c for c in dst_split if c in have))
-        if present == src_split and len(set(src_split)) == len(src_split) and all(
-            list(g) == src_split[len(src_split) - len(g) :] and np.ndim(f) == len(g) for g, f in zip(groups, tf)
+        k = len(src_split)
+        if present[:k] == src_split and len(set(present)) == len(present) and all(
+            list(g) == present[len(present) - len(g) :] and np.ndim(f) == len(g) for g, f in zip(groups, tf)
         ):
-            # elementwise (each factor on trailing letters of V, in order): broadcasting products record
-            # fewer, cheaper tape nodes than an einsum (and none for a term without factors)
-            R = V
+            # V's letters first, each factor on trailing letters, in order (elementwise, or an outer product
+            # with a constant cotangent): broadcasting products record fewer, cheaper tape nodes than an
+            # einsum (and none for a term without factors)
+            R = _reshaped(V, (*V.shape, *[1] * (len(present) - k)))
             for f in tf:
                 R = R * f
         else:
