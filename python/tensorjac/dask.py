@@ -3,7 +3,7 @@
 ``f`` is traced once on the calling process (the driver), exactly as
 :func:`tensorjac.jacobian` does, which gives the Jacobian as a short sum of
 terms: coefficients times small factor arrays over index letters, times
-Kronecker deltas.  Every block of the returned :class:`dask.array.Array` is
+Kronecker deltas.  Every block of the returned ``dask.array.Array`` is
 then written independently from those terms by the C++ expand kernel,
 touching only its own memory (tensorjac._blocks): no block ever needs the
 dense result, so the Jacobian may be many times larger than the memory of any
@@ -235,7 +235,7 @@ def jacobian(
     num_threads: int | None = 1,
     **kwargs: Any,
 ) -> Any:
-    """The exact Jacobian of an op or a numpy function as a lazy :class:`dask.array.Array`.
+    """The exact Jacobian of an op or a numpy function as a lazy ``dask.array.Array``.
 
     The same Jacobian as :func:`tensorjac.jacobian` (equal values, see Notes),
     in blocks that are computed independently, each touching only its own
@@ -256,7 +256,7 @@ def jacobian(
     layout : {"tensor", "gradient", "numerator", "matrix", "vec", "diagonal"}
         As for :func:`tensorjac.jacobian`.  Every layout takes any chunks.
     chunks : int, tuple, dict or "auto", default "auto"
-        The block shape, in any form :func:`dask.array.core.normalize_chunks`
+        The block shape, in any form ``dask.array.core.normalize_chunks``
         accepts.  "auto" picks blocks of at most 1/8 of the memory budget
         (and dask's ``array.chunk-size``).  A block larger than the budget is
         refused (:class:`tensorjac.JacobianTooLargeError`).
