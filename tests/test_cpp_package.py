@@ -368,29 +368,55 @@ def test_consumer_without_openmp(builds):
     assert commands and not any("openmp" in c["command"].lower() for c in commands), commands
 
 
-CONSUMER = """
-cmake_minimum_required(VERSION 3.18)
-project(tj_find_package_checks LANGUAGES CXX)
+# find_package(tensorjac) in separate subdirectories (imported targets are directory-scoped), each
+# reporting "CHECK name=value" lines
+FIND_PACKAGE_CHECKS = {
+    "newer-version": """
 find_package(tensorjac 99.0 CONFIG QUIET)
 message(STATUS "CHECK newer-version-found=${tensorjac_FOUND}")
+""",
+    "openmp-component-opted-out": """
 set(tensorjac_USE_OPENMP OFF)
 find_package(tensorjac CONFIG QUIET COMPONENTS OpenMP)
-message(STATUS "CHECK openmp-component-without-openmp-found=${tensorjac_FOUND}")
-unset(tensorjac_USE_OPENMP)
+message(STATUS "CHECK openmp-component-opted-out-found=${tensorjac_FOUND}")
+""",
+    "no-openmp-available": """
+set(CMAKE_DISABLE_FIND_PACKAGE_OpenMP TRUE)
 find_package(tensorjac CONFIG REQUIRED)
-get_target_property(libs tensorjac::headers INTERFACE_LINK_LIBRARIES)
+get_target_property(libs tensorjac::kernels INTERFACE_LINK_LIBRARIES)
+message(STATUS "CHECK no-openmp-available=${tensorjac_OpenMP_FOUND}:${libs}")
+""",
+    "default": """
+find_package(tensorjac CONFIG REQUIRED)
+get_target_property(libs tensorjac::kernels INTERFACE_LINK_LIBRARIES)
+get_target_property(hlibs tensorjac::headers INTERFACE_LINK_LIBRARIES)
 get_target_property(feats tensorjac::headers INTERFACE_COMPILE_FEATURES)
-message(STATUS "CHECK headers-links=${libs} features=${feats}")
-"""
+find_package(OpenMP QUIET COMPONENTS CXX)
+message(STATUS "CHECK default=${tensorjac_OpenMP_FOUND}:${libs} openmp-available=${OpenMP_CXX_FOUND}")
+message(STATUS "CHECK headers=${hlibs}:${feats}")
+""",
+}
 
 
-def test_find_package_version_and_components(session, prefix):
+def test_find_package_version_components_and_openmp(session, prefix):
     src = session / "find-package-checks"
-    src.mkdir(exist_ok=True)
-    (src / "CMakeLists.txt").write_text(CONSUMER)
+    for name, body in FIND_PACKAGE_CHECKS.items():
+        (src / name).mkdir(parents=True, exist_ok=True)
+        (src / name / "CMakeLists.txt").write_text(body)
+    subdirs = "".join(f"add_subdirectory({name})\n" for name in FIND_PACKAGE_CHECKS)
+    (src / "CMakeLists.txt").write_text(
+        f"cmake_minimum_required(VERSION 3.18)\nproject(tj_find_package_checks LANGUAGES CXX)\n{subdirs}"
+    )
     ok, log = _configure(src, session / "find-package-checks-build", f"-DCMAKE_PREFIX_PATH={prefix}")
     assert ok, log
     checks = dict(re.findall(r"CHECK (\S+?)=(\S*)", log))
-    assert checks["newer-version-found"] in ("0", "FALSE"), log  # a newer minor version is not compatible
-    assert checks["openmp-component-without-openmp-found"] in ("0", "FALSE"), log
-    assert "Threads::Threads" in log and "cxx_std_17" in log, log
+    falsy = ("0", "FALSE", "")
+    assert checks["newer-version-found"] in falsy, log  # 0.x: a newer minor version is not compatible
+    assert checks["openmp-component-opted-out-found"] in falsy, log  # COMPONENTS OpenMP needs OpenMP
+    # a compiler without OpenMP: the package is found, tensorjac::kernels is the headers alone
+    assert checks["no-openmp-available"] == "FALSE:tensorjac::headers", log
+    assert checks["headers"] == "Threads::Threads:cxx_std_17", log
+    if "openmp-available=TRUE" in log:
+        assert checks["default"] == "TRUE:tensorjac::headers;OpenMP::OpenMP_CXX", log
+    else:
+        assert checks["default"] == "FALSE:tensorjac::headers", log

@@ -441,8 +441,10 @@ void expand_bound(T* out, const Shape& shape, const Shape& strides, const std::v
 // Writes sum(terms) into `out`, an array whose axes are labelled by `axes`
 // (one letter per axis, a fused axis as "(ik)": its letters in C order) with
 // element `strides` (one per axis; empty: C order).  The shape is given by the
-// letters' sizes.  A letter on several axes is a Kronecker delta between them
-// (only its diagonal is written; the rest is zero in write mode).  Example,
+// letters' sizes; the strides must address distinct elements (not checked,
+// beyond a zero stride).  A letter on several axes is a Kronecker delta
+// between them (only its diagonal is written; the rest is zero in write
+// mode).  Example,
 // the Jacobian of A X B with respect to X in the tensor layout,
 // J[i, j, k, l] = A[i, k] B[l, j]:
 //
