@@ -33,6 +33,11 @@ def simulator_jacobian(x: np.ndarray) -> np.ndarray:
     return J.reshape(x.shape + x.shape)
 
 
+def loss(x: np.ndarray) -> np.ndarray:
+    """A scalar function (for Hessians)."""
+    return np.sum(np.sin(x) * x**2)
+
+
 def two_args(A: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.tanh(A @ v) * np.sum(v**2)
 

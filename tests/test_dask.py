@@ -464,7 +464,7 @@ def _wait_for_two(client):
 
 @needs_dask
 def test_cluster_fd_equals_serial(client):
-    x = np.full((3, 4), dfn.X0) + np.arange(12).reshape(3, 4) * 0.0
+    x = dfn.X0 + 0.05 * np.arange(12.0).reshape(3, 4)
     x0 = x.copy()
     ex = client.get_executor()
     for method in ("central", "richardson", "forward"):
@@ -476,6 +476,7 @@ def test_cluster_fd_equals_serial(client):
     assert_same_bits(J, J1)
     assert_same_bits(err, err1)
     np.testing.assert_allclose(J, dfn.simulator_jacobian(x).reshape(12, 12), rtol=1e-8, atol=1e-8)
+    assert_same_bits(tj.fd.hessian(dfn.loss, x[0], executor=ex), tj.fd.hessian(dfn.loss, x[0]))
     A, v = rng.standard_normal((4, 3)), rng.standard_normal(3)
     for g, s in zip(tj.fd.jacobian(dfn.two_args, A, v, wrt=("A", "v"), executor=ex),
                     tj.fd.jacobian(dfn.two_args, A, v, wrt=("A", "v"))):
