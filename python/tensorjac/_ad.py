@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import _config, _core
 from ._deriv import Deriv
-from ._dtypes import result_dtype
+from ._dtypes import as_array, result_dtype
 from ._layout import LAYOUTS, layout_placement
 from ._layout import prod as _prod
 
@@ -386,7 +386,7 @@ def chain(J_outer: Any, J_inner: Any, mid_ndim: int, layout: str = "tensor") -> 
     >>> tj.chain(J_outer, J_inner, mid_ndim=2, layout="matrix").shape
     (4, 4)
     """
-    Jo, Ji = np.asarray(J_outer), np.asarray(J_inner)
+    Jo, Ji = as_array(J_outer, "chain: J_outer"), as_array(J_inner, "chain: J_inner")
     if isinstance(mid_ndim, bool) or not isinstance(mid_ndim, (int, np.integer)):
         raise TypeError(f"chain: mid_ndim must be an int, got {type(mid_ndim).__name__}")
     mid = int(mid_ndim)
@@ -468,20 +468,21 @@ def kron_matvec(factors: Sequence[Any], x: Any) -> np.ndarray:
     >>> tj.kron_matvec([A, B, A], np.ones((5, 12))).shape    # a batch of 5 vectors
     (5, 12)
     """
-    if isinstance(factors, np.ndarray) and factors.ndim == 2:
+    if getattr(factors, "ndim", None) == 2 and not isinstance(factors, (list, tuple)):
         raise TypeError("kron_matvec: factors must be a sequence of 2-D arrays; wrap one matrix in a list")
     try:
-        fs = [np.asarray(f) for f in factors]
+        items = list(factors)
     except TypeError:
         raise TypeError(
             f"kron_matvec: factors must be a sequence of 2-D arrays, got {type(factors).__name__}"
         ) from None
+    fs = [as_array(f, f"kron_matvec: factors[{t}]") for t, f in enumerate(items)]
     if not fs:
         raise ValueError("kron_matvec: factors is empty; give at least one 2-D array")
     for t, f in enumerate(fs):
         if f.ndim != 2:
             raise ValueError(f"kron_matvec: factors[{t}] must be 2-D (r, c), got shape {f.shape}")
-    xa = np.asarray(x)
+    xa = as_array(x, "kron_matvec: x")
     cols = [f.shape[1] for f in fs]
     C = _prod(cols)
     if xa.ndim < 1 or xa.shape[-1] != C:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _config
-from ._dtypes import as_float_array, result_dtype
+from ._dtypes import as_array, as_constant, as_float_array, result_dtype
 from ._engine import JacobianProgram, forward, reverse, signature, sparse_jacobians, write_finals
 from ._errors import refuse
 from ._layout import ALL_LAYOUTS, Layout, batch_position, check_out, placement, prod
@@ -58,8 +58,9 @@ class _Call:
         wrts = list(wrt) if self.tuple_wrt else [wrt]
         if not wrts:
             raise ValueError(f"{what}: wrt is an empty tuple; name at least one argument")
-        alist = list(args)
-        kwargs = dict(kwargs)
+        # tensors of other libraries become numpy arrays (zero-copy) before f runs: f is numpy code
+        alist = [as_constant(a, f"{what}: argument {i}") for i, a in enumerate(args)]
+        kwargs = {k: as_constant(v, f"{what}: argument {k!r}") for k, v in kwargs.items()}
         self.keys = [self._resolve(f, w, alist, kwargs) for w in wrts]
         if len(set(self.keys)) != len(self.keys):
             raise ValueError(f"{what}: wrt={wrt!r} names the same argument twice")
@@ -98,7 +99,7 @@ class _Call:
             elif isinstance(o, Tracer):  # traced by an enclosing trace only: a constant here
                 node = Node(None, {}, (), (), o, False, -1)
             else:
-                v = np.asarray(o) if not isinstance(o, (str, bytes)) else np.asarray(object())
+                v = as_array(o, f"{what}: f's output") if not isinstance(o, (str, bytes)) else np.asarray(object())
                 if v.dtype.kind not in "biufc":
                     raise TypeError(
                         f"{what}: f returned {type(o).__name__}"
@@ -407,7 +408,7 @@ def value_and_jacobian(
     (5.0, array([2., 4.]))
     """
     if isinstance(f, Op) and batch_axis is None and format == "dense" and _plain(args, kwargs):
-        arrs = [np.asarray(a) for a in args]
+        arrs = [as_array(a, f"tj.value_and_jacobian: argument {i}") for i, a in enumerate(args)]
         return f(*arrs, **{k: v for k, v in kwargs.items()}), op_jacobian(
             f, *arrs, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs
         )
@@ -538,7 +539,7 @@ def vjp(f: Any, *args: Any, cotangent: Any, wrt: Any = 0, num_threads: int | Non
     batch: tuple[int, ...] | None = None
     Gs = []
     dts = [call.dtype(i, k) for i in range(len(call.out_nodes)) for k in range(len(call.keys))]
-    arrs = [np.asarray(c) for c in cots]
+    arrs = [as_array(c, "tj.vjp: cotangent") for c in cots]
     dt = result_dtype("tj.vjp", [("the function's dtype", np.result_type(*dts))]
                       + [(f"cotangent{'' if len(arrs) == 1 else f'[{i}]'}", a.dtype) for i, a in enumerate(arrs)])
     for node, C in zip(call.out_nodes, arrs):
@@ -601,7 +602,7 @@ def jvp(f: Any, *args: Any, tangent: Any, wrt: Any = 0, num_threads: int | None 
     call = _Call("tj.jvp", f, args, kwargs, wrt)
     if call.tuple_wrt and (not isinstance(tangent, (tuple, list)) or len(tangent) != len(call.keys)):
         raise ValueError(f"tj.jvp: with wrt={tuple(call.keys)!r}, tangent must be a tuple of {len(call.keys)} arrays")
-    tans = [np.asarray(t) for t in (tangent if call.tuple_wrt else [tangent])]
+    tans = [as_array(t, "tj.jvp: tangent") for t in (tangent if call.tuple_wrt else [tangent])]
     dts = [call.dtype(i, k) for i in range(len(call.out_nodes)) for k in range(len(call.keys))]
     dt = result_dtype("tj.jvp", [("the function's dtype", np.result_type(*dts))]
                       + [(f"tangent{'' if len(tans) == 1 else f'[{i}]'}", t.dtype) for i, t in enumerate(tans)])

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _config
+from ._dtypes import as_array
 from ._fd import (
     _HESSIAN_LAYOUTS,
     METHODS,
@@ -513,11 +514,11 @@ def check(
                      argname=_argname(f, pos, len(args))) as prob:
             if callable(J):
                 try:
-                    J = J(*[np.array(a, copy=True) for a in args]) if len(args) > 1 else J(prob.x.copy())
+                    J = J(*[np.array(as_array(a), copy=True) for a in args]) if len(args) > 1 else J(prob.x.copy())
                 except Exception as e:
                     _annotate(e, "tj.check: raised by the jac callable under test")
                     raise
-            reports.append(_check1(prob, np.asarray(J), layout, mode, method, step, rtol, atol, seed, directions))
+            reports.append(_check1(prob, as_array(J, "tj.check: jac"), layout, mode, method, step, rtol, atol, seed, directions))
     return CheckReports(reports) if many else reports[0]
 
 
@@ -788,11 +789,11 @@ def _check_hessian(f: Callable[..., Any], args: tuple[Any, ...], pos: int, H: An
         out_shape, in_shape, M, N = prob.out_shape, prob.in_shape, prob.M, prob.N
         if callable(H):
             try:
-                H = H(*[np.array(a, copy=True) for a in args]) if len(args) > 1 else H(x.copy())
+                H = H(*[np.array(as_array(a), copy=True) for a in args]) if len(args) > 1 else H(x.copy())
             except Exception as e:
                 _annotate(e, "tj.check: raised by the Hessian callable under test")
                 raise
-    A = np.asarray(H)
+    A = as_array(H, "tj.check: the Hessian")
     if A.dtype.kind not in "biufc":
         raise TypeError(f"tj.check: the Hessian has dtype {A.dtype}; expected a numeric array")
     A_t = _read_hessian(A, layout, out_shape, in_shape)

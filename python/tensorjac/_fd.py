@@ -286,12 +286,8 @@ def check_layout(layout: Any) -> str:
 def input_array(x: Any, what: str = "x") -> np.ndarray:
     """x as a private C-contiguous copy in its float dtype (tensorjac._dtypes: integers
     and bools become float64, float16 float32; native byte order)."""
-    try:
-        a = np.asarray(x)
-    except Exception as e:  # ragged lists and such
-        raise TypeError(f"{what} must be an array of numbers: {e}") from None
-    dt = _dtypes.float_dtype(a.dtype, what)
-    out = np.array(a, dtype=dt, order="C", copy=True)
+    a = _dtypes.as_float_array(x, what)  # tensors of other libraries too; ragged lists: TypeError
+    out = np.array(a, order="C", copy=True)
     if out.size and not np.isfinite(out).all():
         bad = np.argwhere(~np.isfinite(out))[:5]
         where = ", ".join(format_index(tuple(int(i) for i in b)) for b in bad)
@@ -429,7 +425,7 @@ class Problem:
     # -- calling f ----------------------------------------------------------
     def _output(self, y: Any, shape: tuple[int, ...] | None, context: Callable[[], str]) -> np.ndarray:
         try:
-            a = np.asarray(y)
+            a = _dtypes.as_array(y, "f's output")
         except Exception as e:
             raise TypeError(f"{self.what}: f returned something that is not an array ({context()}): {e}") from None
         if a.dtype.kind not in "biufc":
@@ -928,7 +924,7 @@ def _check_independent(f: Callable[..., Any], args: tuple[Any, ...], pos: int, a
         sl = [slice(None)] * x.ndim
         sl[ax] = b
         d[tuple(sl)] = rng.choice([-1.0, 1.0], d[tuple(sl)].shape) * np.sqrt(eps) * scale
-        y = np.asarray(f(*args[:pos], x + d, *args[pos + 1 :]))
+        y = _dtypes.as_array(f(*args[:pos], x + d, *args[pos + 1 :]), "f's output")
         moved = np.abs(np.delete(y - y0, b, axis=ax))
         tol = 100 * eps * max(float(np.max(np.abs(y0), initial=0.0)), 1.0)
         if moved.size and float(moved.max()) > tol:

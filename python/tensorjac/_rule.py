@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _ad, _config
 from ._deriv import Deriv
-from ._dtypes import float_dtype
+from ._dtypes import as_array, float_dtype
 from ._expand import build_expand_plan
 from ._layout import ALL_LAYOUTS, check_out, layout_placement
 from ._layout import prod as _prod
@@ -32,7 +32,6 @@ from ._terms import Algebra, rule_terms
 __all__ = ["NUMPY", "REGISTRY", "UFUNCS", "Op", "implements", "op_jacobian", "op_product"]
 
 _ndarray = np.ndarray
-_asarray = np.asarray
 
 REGISTRY: dict[str, Op] = {}  # every rule, public or not
 NUMPY: dict[Callable[..., Any], Any] = {}  # numpy function -> the op (or composite) implementing it
@@ -293,7 +292,7 @@ class Op:
                 f"{self.name}() takes {len(self.argnames)} array argument(s) "
                 f"({', '.join(self.argnames)}), got {len(args)}"
             )
-        return tuple(map(np.asarray, args))
+        return tuple(a if type(a) is _ndarray else _op_input(self, args, a) for a in args)
 
     def normalize(self, shapes: Sequence[tuple[int, ...]], params: dict[str, Any]) -> dict[str, Any]:
         """Canonical, hashable parameters for these shapes (validated)."""
@@ -477,6 +476,13 @@ def _registered(name: str) -> Op:
     return REGISTRY[name]
 
 
+def _op_input(op: Op, args: tuple, a: Any) -> np.ndarray:
+    """One array argument of an op that is not a numpy array: a number, a list, another library's tensor."""
+    i = next(k for k, b in enumerate(args) if b is a)
+    names = op.arg_names(len(args))
+    return as_array(a, f"{op.name}: argument {names[i]!r}" if i < len(names) else f"{op.name}: argument {i}")
+
+
 def _op_args(op: Op, args: tuple, kwargs: dict[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
     if kwargs or len(args) != op._nargs:
         args, params = op.bind(args, kwargs)
@@ -484,7 +490,7 @@ def _op_args(op: Op, args: tuple, kwargs: dict[str, Any]) -> tuple[list[np.ndarr
         params = {}
     if op._nargs >= 0 and len(args) != op._nargs:
         op._arrays(args)  # raises the arity TypeError
-    return [a if type(a) is _ndarray else _asarray(a) for a in args], params
+    return [a if type(a) is _ndarray else _op_input(op, args, a) for a in args], params
 
 
 def op_jacobian(
@@ -500,7 +506,7 @@ def op_jacobian(
     if kwargs or len(args) != op._nargs:
         arrs, params = _op_args(op, args, kwargs)
     else:  # the common case: positional arrays, no parameters
-        arrs, params = [a if type(a) is _ndarray else _asarray(a) for a in args], {}
+        arrs, params = [a if type(a) is _ndarray else _op_input(op, args, a) for a in args], {}
     if isinstance(wrt, tuple):
         if out is not None:
             raise ValueError("out= is not supported with a tuple wrt; call once per argument")
@@ -565,7 +571,7 @@ def op_product(op: Op, args: tuple, kwargs: dict[str, Any], vec: Any, wrt: Any, 
     plan = op._plan(arrs, wrt, "tensor", params)  # validates wrt, shapes and dtypes (cached)
     d, out_shape, in_shape = plan.deriv, plan.out_shape, plan.in_shape
     vname = "cotangent" if mode == "vjp" else "tangent"
-    V = np.asarray(vec)
+    V = as_array(vec, f"{op.name}.{mode}: {vname}")
     src_shape, dst_shape = (out_shape, in_shape) if mode == "vjp" else (in_shape, out_shape)
     k = len(src_shape)
     if V.ndim < k or V.shape[V.ndim - k :] != src_shape:
