@@ -326,6 +326,17 @@ class Tracer:
             "np.zeros(shape), or use tj.fd.jacobian(f, x) for code that needs plain arrays."
         )
 
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # PyTorch calls this for a traced array given to a torch function (its TypeError on a Tensor's
+        # operator makes Python try the traced array's, which converts the tensor constant: that works)
+        name = getattr(func, "__name__", repr(func))
+        raise TypeError(
+            f"tensorjac: the PyTorch function {name}() was called on a traced array. tensorjac differentiates "
+            "numpy code only and would not see through it: write f with numpy (its numpy equivalent), or "
+            "differentiate torch code with torch.func"
+        )
+
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         out = kwargs.pop("out", None)
         if out is not None:
