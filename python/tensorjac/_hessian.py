@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _config
 from ._api import _Call, _jacobians, jvp
+from ._dtypes import as_array
 from ._engine import reverse
 from ._layout import batch_position, prod
 from ._rule import Op
@@ -268,7 +269,7 @@ def hvp(f: Any, *args: Any, vector: Any, wrt: Any = 0, num_threads: int | None =
             raise ValueError(f"tj.hvp needs a scalar function; its derivative has shape {G.shape}")
         return G
 
-    res = jvp(grad_only, *args, tangent=vector, wrt=wrt, num_threads=num_threads, **kwargs)
+    res = jvp(grad_only, *args, tangent=as_array(vector, "tj.hvp: vector"), wrt=wrt, num_threads=num_threads, **kwargs)
     if not np.isfinite(res).all():
         _config.warn_nonfinite("tj.hvp", stacklevel=3)
     return res
