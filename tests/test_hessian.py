@@ -920,8 +920,8 @@ SYM_CASES = {
     "matrix f, matrix input": (lambda A, B: lambda X: np.tanh(X @ A) @ B, (Af, Xr), Xr, 2, True),
     "softmax cross-entropy wrt weights: several terms": (
         lambda x, y: lambda W: _lse(W @ x) - (W @ x) @ y, (xc, onehot3), Wc, 0, False),
-    "two-layer MLP: several terms": (
-        lambda X, V, Y: lambda W: np.sum((np.tanh(X @ W) @ V - Y) ** 2), (Xm, W2, Ym), W1, 0, False),
+    "two-layer MLP: several terms, each its own mirror": (
+        lambda X, V, Y: lambda W: np.sum((np.tanh(X @ W) @ V - Y) ** 2), (Xm, W2, Ym), W1, 0, True),
     "least squares wrt X: three factors": (lambda w, y: lambda X: np.sum((X @ w - y) ** 2), (wd, yd), Xd, 0, False),
 }
 
@@ -995,7 +995,8 @@ def test_random_sums_of_terms(seed):
 
 
 @pytest.mark.parametrize("name", ["logdet: one term, two factors", "MLP: one term, one factor and a delta",
-                                  "two-layer MLP: several terms", "vector softmax: and a diagonal term"])
+                                  "two-layer MLP: several terms, each its own mirror",
+                                  "vector softmax: and a diagonal term", "least squares wrt X: three factors"])
 @pytest.mark.parametrize("order", ["F", "strided", "reversed"])
 @pytest.mark.parametrize("layout", ["tensor", "vec"])
 def test_out_of_any_memory_order(name, order, layout):
@@ -1021,9 +1022,11 @@ def test_big_hessians_thread_counts_and_instruction_sets_bitwise_equal():
     X16 = r.standard_normal((16, 16)) + 6 * np.eye(16)
     Xb, Yb2, W2b = r.standard_normal((20, 12)), r.standard_normal((20, 3)), r.standard_normal((16, 3))
     W1b = 0.3 * r.standard_normal((12, 16))
+    wb, yb = r.standard_normal(14), r.standard_normal(14)
     cases = [
         (lambda X: np.linalg.slogdet(X)[1], X16, True),
-        (lambda W: np.sum((np.tanh(Xb @ W) @ W2b - Yb2) ** 2), W1b, False),
+        (lambda W: np.sum((np.tanh(Xb @ W) @ W2b - Yb2) ** 2), W1b, True),  # terms that are their own mirrors
+        (lambda X: np.sum((X @ wb - yb) ** 2), r.standard_normal((14, 14)), False),
     ]
     for f, x, by_construction in cases:
         (fin,) = _finals(f, x)
@@ -1092,3 +1095,59 @@ def test_one_term_with_any_coefficient_is_written_symmetric(nfac, layout, dtype)
         np.testing.assert_allclose(H, want, rtol=1e-5, atol=1e-6 * scale)
     else:
         np.testing.assert_allclose(H, want, rtol=1e-12, atol=1e-15 * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+@pytest.mark.parametrize("layout", ["tensor", "matrix", "vec"])
+def test_terms_that_are_their_own_mirror_are_written_symmetric(layout, dtype):
+    """Terms whose exchanged half has the same structure (tensorjac._terms._self_symmetric) next to one that
+    has not, no symmetrization afterwards: ``c D[j] S[j,i,k] delta_jl`` (D read at the same entry of the
+    mirror, S permuted by the exchange: one term over ``S + S.transpose(0, 2, 1)``), ``-B[j,k] B[l,i]`` (one
+    array whose two reads are exchanged: kept whole, real only), and ``c A[i,j] C[k,l]`` (real) or
+    ``c Q[i,j,k] delta_il`` (complex), written as two halves first -- exactly symmetric, equal to the sum of the
+    two halves of every term."""
+    from tensorjac import _terms
+
+    r = np.random.default_rng(5)
+    n, c = 4, 0.3
+    real = np.dtype(dtype).kind != "c"
+
+    def arr(*shape):
+        a = r.standard_normal(shape)
+        return (a if real else a + 1j * r.standard_normal(shape)).astype(dtype)
+
+    S, D, B, A, C, Q = arr(n, n, n), arr(n), arr(n, n), arr(n, n), arr(n, n), arr(n, n, n)
+    alg = _terms.Algebra()
+    i, j, k, l = (alg.new(n) for _ in range(4))
+    terms = [_terms.Term(c, ((i,), (j,)), ((k,), (j,)), [(alg.prog.leaf(D), (j,)), (alg.prog.leaf(S), (j, i, k))])]
+    T = c * np.einsum("j,jik,jl->ijkl", D, S, np.eye(n))
+    if real:
+        bl = alg.prog.leaf(B)
+        terms += [_terms.Term(-1, ((i,), (j,)), ((k,), (l,)), [(bl, (j, k)), (bl, (l, i))]),
+                  _terms.Term(c, ((i,), (j,)), ((k,), (l,)), [(alg.prog.leaf(A), (i, j)), (alg.prog.leaf(C), (k, l))])]
+        T = T - np.einsum("jk,li->ijkl", B, B) + c * np.einsum("ij,kl->ijkl", A, C)
+    else:
+        terms.append(_terms.Term(c, ((i,), (j,)), ((k,), (i,)), [(alg.prog.leaf(Q), (i, j, k))]))
+        T = T + c * np.einsum("ijk,il->ijkl", Q, np.eye(n))
+    fin = _terms.finalize(alg, terms, (n, n), (n, n), layout, np.dtype(dtype), hess=0, sym=True)
+    assert fin.sym is None  # by construction, no symmetrization afterwards
+    # D and S + S^T; the two reads of B; A and C in each half (Q in each half)
+    assert len(fin.regs) == (8 if real else 4)
+    H, finite = fin.write(fin.first, None, 1)
+    assert finite and H.dtype == dtype
+    _assert_bit_symmetric(H, 0, 2, layout)
+    want = _to_layout(0.5 * (T + T.transpose(2, 3, 0, 1)), (), (n, n), layout)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(H, want, rtol=tol, atol=tol * float(np.abs(want).max()))
+
+
+def test_mlp_loss_hessian_is_one_term_over_a_symmetrized_factor():
+    """sum((tanh(X W) - Y)^2): the Gauss-Newton and the tanh'' parts contract to one term c S[j,i,k] delta_jl,
+    written as one term over S + S^T (no second half, no symmetrization), equal to the closed form."""
+    f, x, _, _ = _sym_case("MLP: one term, one factor and a delta")
+    (fin,) = _finals(f, x)
+    assert fin.sym is None and len(fin.regs) == 1
+    for nt in (1, 2, 3):
+        H = tj.hessian(f, x, num_threads=nt)
+        _assert_bit_symmetric(H, 0, 2)
+        np.testing.assert_allclose(H, cf_mlp(x, Xm6, Ym6), rtol=1e-12, atol=1e-13)

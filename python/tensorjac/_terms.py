@@ -974,17 +974,71 @@ def finalize(
     return Final(core, regs, shape, dtype, first, direct, first_direct, post_sym)
 
 
+def _exchange(t: Term, hess: int) -> dict[int, int] | None:
+    """The renaming of letters that maps ``t`` with its two input groups exchanged back onto ``t``'s own
+    axes (``t`` at the mirrored entry is then ``t`` with its factors' letters renamed), or None when
+    the exchanged term has another structure (other deltas)."""
+    key, cmap = _canonical(t)
+    key2, cmap2 = _canonical(Term(t.coef, t.out[:hess] + t.inp, t.out[hess:], t.facs))
+    if key != key2:
+        return None
+    inv = {v: c for c, v in cmap.items()}
+    rho = {c: inv[v] for c, v in cmap2.items()}
+    if any(rho.get(rho[c]) != c for c in rho):  # pragma: no cover - an exchange is an involution
+        return None
+    return rho
+
+
+def _self_symmetric(alg: Algebra, t: Term, hess: int, dtype: np.dtype) -> Term | None:
+    """``t``, or ``(t + t exchanged) / 2`` as one term, written so that the kernel computes bitwise equal
+    values at mirrored entries (n, k) and (k, n) by itself; None when that is not guaranteed.
+
+    With the renaming of :func:`_exchange`, each factor ``F[ls]`` is read at the mirrored entry as
+    ``F[rho(ls)]``:
+
+    * every factor invariant (``rho(ls) == ls``): mirrored entries read the same elements in the same
+      order, so ``t`` itself (any coefficient, any dtype);
+    * one factor whose letters are permuted, the others invariant: ``t/2 + t'/2`` is one term whose
+      factor is ``G = F + F[rho]`` (``G`` at mirrored entries is ``a + b`` and ``b + a``);
+    * two factors, one array whose two reads are exchanged (``-A[j,k] A[l,i]``: slogdet), real, the
+      coefficient +-1 kept out of the factors: ``(c a) b == (c b) a == c (a b)`` exactly, so ``t``.
+    """
+    rho = _exchange(t, hess)
+    if rho is None:
+        return None
+    moved = [k for k, (_, ls) in enumerate(t.facs) if tuple(rho[c] for c in ls) != ls]
+    if not moved:
+        return t
+    if len(moved) == 1:
+        (k,) = moved
+        F, ls = t.facs[k]
+        rl = tuple(rho[c] for c in ls)
+        if len(set(ls)) != len(ls) or set(rl) != set(ls):
+            return None
+        G = alg.prog.add(F, alg.prog.transpose(F, [rl.index(c) for c in ls]))
+        facs = list(t.facs)
+        facs[k] = (G, ls)
+        return Term(t.coef * 0.5, t.out, t.inp, facs)
+    if len(t.facs) == 2 and dtype.kind != "c" and complex(t.coef) in (1, -1):
+        (a, la), (b, lb) = t.facs
+        if a.r == b.r and tuple(rho[c] for c in la) == lb and tuple(rho[c] for c in lb) == la:
+            return Term(t.coef, t.out, t.inp, list(t.facs))  # a new term: its coefficient stays out
+    return None
+
+
 def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype) -> list[Term] | None:
     """The final terms of a diagonal Hessian block rewritten so that the expand kernel writes a result
     that is exactly (bitwise) symmetric in the two input groups, or None when that is not guaranteed.
 
     ``out`` is f's ``hess`` axes followed by x's (group n), ``inp`` is x's (group k).  A term whose
     two groups carry the same letters is nonzero only where n == k, its own mirror: any summation
-    order is symmetric there.  The one other term T (if any) becomes ``T/2 + T/2`` with the second
-    half's groups exchanged, over the same factor arrays: at (n, k) the kernel sums ``a + b`` and at
-    (k, n) ``b + a`` (or ``0 + a`` at both where only one half is present), equal since IEEE
-    addition commutes -- provided a and b are computed alike at mirrored entries.  The kernel
-    evaluates an entry as its per-row scalar ``((coef * o1) * o2) ...`` times its row factor
+    order is symmetric there.  A term that is its own mirror (:func:`_self_symmetric`) gives bitwise
+    equal values at mirrored entries, so any number of them may be summed in any order.  One other
+    term T (if any) becomes ``T/2 + T/2`` with the second half's groups exchanged, over the same
+    factor arrays, placed first: at (n, k) the kernel sums ``a + b`` and at (k, n) ``b + a`` (or
+    ``0 + a`` at both where only one half is present), equal since IEEE addition commutes, then the
+    same values of the other terms -- provided a and b are computed alike at mirrored entries.  The
+    kernel evaluates an entry as its per-row scalar ``((coef * o1) * o2) ...`` times its row factor
     ``(i1 * i2) ...``, the split of the factors depending on the loop order, hence:
 
     * no factor or one factor: ``coef * F`` however it is split (``(coef * F) * 1`` is the same);
@@ -995,9 +1049,19 @@ def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype
     left to right: ``((a + b) + c) + d`` is not ``((b + a) + d) + c``), more factors, or two complex
     factors (a complex product by 1 may change the sign of a zero).  NaN payloads aside.
     """
-    off = [t for t in terms if t.out[hess:] != t.inp]
+    res: list[Term] = []
+    off: list[Term] = []
+    for u in terms:
+        if u.out[hess:] == u.inp:
+            res.append(u)
+            continue
+        s = _self_symmetric(alg, u, hess, dtype)
+        if s is None:
+            off.append(u)
+        else:
+            res.append(s)
     if not off:
-        return terms
+        return res
     if len(off) > 1:
         return None
     (t,) = off
@@ -1008,7 +1072,4 @@ def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype
         coef, facs = fold_coef(alg, Term(coef, t.out, t.inp, facs), dtype)
     half = Term(coef, t.out, t.inp, facs)
     swapped = Term(coef, t.out[:hess] + t.inp, t.out[hess:], facs)
-    res: list[Term] = []
-    for u in terms:
-        res.extend((half, swapped) if u is t else (u,))
-    return res
+    return [half, swapped, *res]
