@@ -1,6 +1,8 @@
 #include "common.hpp"
 
 namespace tjb {
+void bind_sparse(py::module_& m);  // bind_sparse.cpp
+
 int& default_threads() {
     static int n = tensorjac::default_threads();
     return n;
@@ -38,4 +40,5 @@ PYBIND11_MODULE(_core, m) {
     tjb::bind_kron(m);
     tjb::bind_fd(m);
     tjb::bind_hessian(m);
+    tjb::bind_sparse(m);
 }

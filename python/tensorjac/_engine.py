@@ -197,18 +197,22 @@ class JacobianProgram:
 
 def sparse_jacobians(
     trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], layout: str,
-    dtypes: Sequence[Sequence[np.dtype]], fmt: str, hess: int | None = None,
+    dtypes: Sequence[Sequence[np.dtype]], fmt: str, hess: int | None = None, nt: int = 0,
 ) -> list[Any]:
     """Every Jacobian of the tape as a scipy.sparse array, built from the forward terms (flattened
-    over outputs x inputs): only the structural nonzeros are ever enumerated."""
+    over outputs x inputs): only the structural nonzeros are ever enumerated.  Each result's terms
+    are dropped once it is written; a factor the program computed may become one result's values."""
     alg = Algebra()
     per_out = forward_terms(trace, outs, inputs, alg)
     res: list[Any] = []
     finite = True
+    taken: set[int] = set()
     for i, o in enumerate(outs):
+        shared = any(per_out[j] is per_out[i] for j in range(i + 1, len(outs)))  # f returned a node twice
         for k, n in enumerate(inputs):
-            A, ok = sparse_jacobian(alg, per_out[i].get(k, []), o.value.shape, n.value.shape, layout,
-                                    dtypes[i][k], fmt, hess)
+            terms = list(per_out[i].get(k, [])) if shared else per_out[i].pop(k, [])
+            A, ok = sparse_jacobian(alg, terms, o.value.shape, n.value.shape, layout, dtypes[i][k], fmt, hess,
+                                    nt, taken)
             finite = finite and ok
             res.append(A)
     if not finite:
