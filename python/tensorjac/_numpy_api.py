@@ -547,8 +547,10 @@ def _np_linalg_trace(x: Any, offset: int = 0, dtype: Any = None) -> Any:
 
 @implements(np.linalg.slogdet)
 def _np_slogdet(a: Any) -> Any:
-    val = a._get().value if isinstance(a, Tracer) else np.asarray(a)
-    sign = np.linalg.slogdet(val)[0]
+    val = a
+    while isinstance(val, Tracer):  # the sign of nested traced arrays from their values: a constant
+        val = val._get().value
+    sign = np.linalg.slogdet(np.asarray(val))[0]
     return SlogdetResult(sign, logdet(a))
 
 

@@ -484,7 +484,10 @@ def _logdet_value(X: np.ndarray) -> np.ndarray:
 
 
 def _logdet_factors(X: np.ndarray) -> tuple:
-    sign, _ = np.linalg.slogdet(X)
+    V = X
+    while traced(V):  # the check needs values only: no traced slogdet inside a Hessian's sweep
+        V = V._get().value
+    sign, _ = np.linalg.slogdet(V)
     if np.any(sign == 0):
         raise np.linalg.LinAlgError("logdet: X is singular, log|det X| = -inf has no derivative")
     return (swap_last(np.linalg.inv(X)),)
