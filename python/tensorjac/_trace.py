@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ._dtypes import as_constant
 from ._errors import refuse, unsupported
 from ._nprules import cast, copy, getitem, is_basic_key, scatter
 from ._rule import NUMPY, UFUNCS, Op
@@ -175,7 +176,7 @@ def apply(op: Op, args: Sequence[Any], params: dict[str, Any]) -> Tracer:
                 _common_trace(args)  # raises the mixing error
             vals.append(a)  # a traced array of an enclosing trace: a constant here
         else:
-            vals.append(a)
+            vals.append(as_constant(a, "a constant array in f"))  # another library's tensor: a numpy view
     if op.params:
         params = op.normalize([np.shape(v) for v in vals], params)
     value = _as_value(op._value(*vals, **params))
