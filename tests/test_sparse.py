@@ -274,3 +274,162 @@ def test_vector_hessians_are_3d_coo_and_tuple_blocks():
             assert blocks[i][j].format == "csr"
             np.testing.assert_array_equal(blocks[i][j].toarray(), dense[i][j])
     np.testing.assert_allclose(blocks[0][1].toarray(), np.diag(4 * x * y), rtol=1e-14)  # d2/dx dy (x y)^2
+
+
+# ----------------------------------------------------------------------------- the C++ kernels' paths
+
+
+@pytest.mark.parametrize(("case", "w"), CASE_WRT, ids=CASE_WRT_IDS)
+def test_composites_match_the_dense_path(case, w):
+    """Every composite's sparse Jacobian (each format, both layouts) against the engine's dense one."""
+    i = CASE_WRT.index((case, w))
+    layout = ("matrix", "vec")[i % 2]
+    args = case.args()
+    D = tj.jacobian(case.f, *args, wrt=w, layout=layout)
+    for fmt in FORMATS:
+        A = tj.jacobian(case.f, *args, wrt=w, layout=layout, format=fmt)
+        assert A.format == fmt and A.dtype == D.dtype
+        np.testing.assert_allclose(A.toarray(), D, rtol=1e-12, atol=1e-13 * max(1.0, np.abs(D).max(initial=0)))
+        assert_canonical(A)
+
+
+def _storage(A):
+    return (A.data, *(A.coords if A.format == "coo" else (A.indices, A.indptr)))
+
+
+LARGE = {  # above the kernels' parallel grain (2**15 entries), with transposed, broadcast and multi-factor terms
+    "tanh(X * Y)": (lambda X, Y: np.tanh(X * Y), lambda X, Y: (Y / np.cosh(X * Y) ** 2).ravel()),
+    "sin(X.T) * Y.T": (lambda X, Y: np.sin(X.T) * Y.T, None),
+    "X * Y[0]": (lambda X, Y: X * Y[0], lambda X, Y: np.broadcast_to(Y[0], X.shape).ravel()),
+    "exp(X) * Y * X": (lambda X, Y: np.exp(X) * Y * X, lambda X, Y: (np.exp(X) * Y * (X + 1)).ravel()),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", list(LARGE))
+def test_large_results_are_bitwise_identical_for_any_thread_count(name, fmt):
+    f, diag = LARGE[name]
+    X, Y = rng.standard_normal((240, 180)), rng.standard_normal((240, 180))
+    A1 = tj.jacobian(f, X, Y, layout="matrix", format=fmt, num_threads=1)
+    A2 = tj.jacobian(f, X, Y, layout="matrix", format=fmt, num_threads=2)
+    for a, b in zip(_storage(A1), _storage(A2)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert_canonical(A1)
+    assert A1.nnz == X.size
+    assert _storage(A1)[1].dtype == np.int32
+    if diag is not None:
+        want = diag(X, Y)
+        np.testing.assert_allclose(A1.diagonal(), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+    else:  # d sin(X.T)[i, j] * Y.T[i, j] / dX[j, i]: the transposed diagonal
+        rows = np.arange(X.size)
+        i, j = np.divmod(rows, X.shape[0])
+        want = sp.coo_array(((np.cos(X.T) * Y.T).ravel(), (rows, j * X.shape[1] + i)), shape=A1.shape)
+        assert np.abs((A1 - want).tocoo().data).max(initial=0.0) <= 1e-14
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_op_path_large_and_kron_bitwise_for_any_thread_count(fmt):
+    X, Y = rng.standard_normal((200, 300)), rng.standard_normal((200, 300))
+    A1 = tj.jacobian(tj.multiply, X, Y, layout="vec", format=fmt, num_threads=1)
+    A2 = tj.jacobian(tj.multiply, X, Y, layout="vec", format=fmt, num_threads=2)
+    for a, b in zip(_storage(A1), _storage(A2)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(A1.diagonal(), Y.ravel(order="F"))  # "vec": column-major
+    assert_canonical(A1)
+    P, Q = rng.standard_normal((12, 14)), rng.standard_normal((16, 15))
+    K1 = tj.jacobian(tj.kron, P, Q, wrt=1, layout="matrix", format=fmt, num_threads=1)
+    K2 = tj.jacobian(tj.kron, P, Q, wrt=1, layout="matrix", format=fmt, num_threads=2)
+    for a, b in zip(_storage(K1), _storage(K2)):
+        np.testing.assert_array_equal(a, b)
+    assert_canonical(K1)
+    # d kron(P, Q)[(i,k), (j,l)] / dQ[k, l] = P[i, j], against the dense closed form
+    T = np.einsum("ij,kK,lL->ikjlKL", P, np.eye(16), np.eye(15)).reshape(P.size * Q.size, Q.size)
+    np.testing.assert_array_equal(K1.toarray(), T)
+
+
+def test_results_never_share_memory():
+    """Values are the user's arrays never, and one result's values never another's."""
+    X, Y = rng.standard_normal((40, 50)), rng.standard_normal((40, 50))
+    for fmt in FORMATS:
+        for J in (tj.jacobian(tj.multiply, X, Y, layout="matrix", format=fmt),
+                  tj.jacobian(lambda X: X * Y, X, layout="matrix", format=fmt)):
+            assert not np.shares_memory(J.data, Y)
+            np.testing.assert_array_equal(J.diagonal(), Y.ravel())
+        J1, J2 = tj.jacobian(lambda X: (lambda y: (y, y))(np.sin(X) * Y), X, layout="matrix", format=fmt)
+        K1, K2 = tj.jacobian(lambda X, Z: np.sin(X * Z) * Y, X, Y, wrt=(0, 1), layout="matrix", format=fmt)
+        for a, b in ((J1, J2), (K1, K2)):
+            assert not np.shares_memory(a.data, b.data)
+        want = (np.cos(X) * Y).ravel()
+        J1.data[:] = 0
+        np.testing.assert_array_equal(J2.diagonal(), want)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_nonfinite_values_warn_on_every_path(fmt):
+    X = rng.standard_normal((30, 30))
+    Y = X.copy()
+    Y[3, 4] = np.inf
+    with pytest.warns(tj.NonFiniteWarning):  # the op's factor, copied by the values kernel
+        tj.jacobian(tj.multiply, X, Y, layout="matrix", format=fmt)
+    with pytest.warns(tj.NonFiniteWarning):  # a product the program made, kept as the values
+        A = tj.jacobian(lambda X: np.sin(X) * Y, X, layout="matrix", format=fmt)
+    assert np.isinf(A.toarray()[3 * 30 + 4, 3 * 30 + 4])
+    x32, y32 = np.array([1.0, 2.0, 3.0], np.float32), np.array([1.0, 2.0, np.inf], np.float32)
+    with pytest.warns(tj.NonFiniteWarning):  # float32, copied and kept
+        A = tj.jacobian(lambda x: x * y32, x32, layout="matrix", format=fmt)
+    with pytest.warns(tj.NonFiniteWarning):
+        B = tj.jacobian(lambda x: (x * 2) * y32, x32, layout="matrix", format=fmt)
+    assert A.dtype == B.dtype == np.float32
+    np.testing.assert_array_equal(B.toarray(), np.diag(2 * y32))
+    z = np.array([1 + 1j, np.nan + 0j])
+    with pytest.warns(tj.NonFiniteWarning):
+        tj.jacobian(lambda z: z * z, z, layout="matrix", format=fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tj.jacobian(lambda x: x * x, x32[:2], layout="matrix", format=fmt)
+        tj.jacobian(lambda X: np.sin(X) * X, X, layout="matrix", format=fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_odd_inputs(fmt):
+    """Zero-size, 0-d, size-1 axes, negative strides, Fortran order, big-endian factors."""
+    Z = tj.jacobian(lambda X: np.tanh(X) * 2, np.zeros((0, 3)), layout="matrix", format=fmt)
+    assert Z.shape == (0, 0) and Z.nnz == 0
+    s = tj.jacobian(lambda x: np.sin(x) * x, np.float64(0.5), layout="matrix", format=fmt)
+    np.testing.assert_allclose(s.toarray(), [[np.cos(0.5) * 0.5 + np.sin(0.5)]], rtol=1e-15)
+    X = rng.standard_normal((1, 7, 1))
+    A = tj.jacobian(lambda X: np.exp(X) * X.sum(), X, layout="matrix", format=fmt)
+    D = tj.jacobian(lambda X: np.exp(X) * X.sum(), X, layout="matrix")
+    np.testing.assert_allclose(A.toarray(), D, rtol=1e-14)
+    assert_canonical(A)
+    base = rng.standard_normal((9, 8))
+    Y = base.astype(">f8")[::-1, ::2]
+    W = np.asfortranarray(rng.standard_normal((9, 4)))
+    for f in (lambda X: X * Y, lambda X: np.cos(X) * W, lambda X: X.T * Y.T):
+        A = tj.jacobian(f, W, layout="vec", format=fmt)
+        np.testing.assert_allclose(A.toarray(), tj.jacobian(f, W, layout="vec"), rtol=1e-15)
+        assert_canonical(A)
+
+
+def test_kernel_arguments_are_checked():
+    from tensorjac import _core
+
+    out = np.empty(6)
+    a = np.arange(6.0).reshape(2, 3)
+    with pytest.raises(ValueError, match="leave its memory"):
+        _core.sparse_values(out, [a], np.array([3, 2]), np.array([2, 3]))
+    with pytest.raises(TypeError, match="dtype"):
+        _core.sparse_values(out, [a.astype(np.float32)], np.array([3, 1]), np.array([2, 3]))
+    with pytest.raises(ValueError, match="6 entries"):
+        _core.sparse_values(np.empty(5), [a], np.array([3, 1]), np.array([2, 3]))
+    assert _core.sparse_values(out, [a, a[0]], np.array([3, 1, 0, 1]), np.array([2, 3]))
+    np.testing.assert_array_equal(out, (a * a[0]).ravel())
+    idx = np.empty(6, np.int32)
+    _core.sparse_index(idx, np.array([2, 3]), np.array([10, 1]))
+    np.testing.assert_array_equal(idx, [0, 1, 2, 10, 11, 12])
+    with pytest.raises(ValueError, match="int32"):
+        _core.sparse_index(idx, np.array([2, 3]), np.array([2**31, 1]))
+    with pytest.raises(TypeError, match="int32 or int64"):
+        _core.sparse_index(np.empty(6), np.array([2, 3]), np.array([3, 1]))
+    assert not _core.all_finite(np.array([1.0, np.nan])) and _core.all_finite(np.ones(3, np.complex64))

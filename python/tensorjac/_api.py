@@ -173,7 +173,7 @@ def _jacobians(call: _Call, layout: str, out: Any, num_threads: int | None, batc
             raise refuse(f"tensorjac: {call.what}(..., format={fmt!r}) inside a differentiated function is not "
                          "supported")
         dtypes = [[call.dtype(i, k) for k in range(len(call.keys))] for i in range(len(call.out_nodes))]
-        flat_res = sparse_jacobians(call.trace, call.out_nodes, inputs, layout, dtypes, fmt, hess)
+        flat_res = sparse_jacobians(call.trace, call.out_nodes, inputs, layout, dtypes, fmt, hess, nt)
         nin = len(call.keys)
         return call.shape_result([flat_res[i * nin : (i + 1) * nin] for i in range(len(call.out_nodes))])
     batch = _batch_axis(call, batch_axis)
@@ -370,7 +370,7 @@ def jacobian(
         if format == "dense":
             return op_jacobian(f, *args, wrt=wrt, layout=layout, out=out, num_threads=num_threads, **kwargs)
         if check_format(format, layout, "tj.jacobian", batch_axis, out) != "dense":
-            return op_sparse(f, args, kwargs, wrt, layout, format)
+            return op_sparse(f, args, kwargs, wrt, layout, format, num_threads)
     call = _Call("tj.jacobian", f, args, kwargs, wrt)
     return _jacobians(call, layout, out, num_threads, batch_axis, fmt=format)
 

@@ -537,17 +537,19 @@ def op_jacobian(
     return res
 
 
-def op_sparse(op: Op, args: Sequence[Any], kwargs: dict[str, Any], wrt: Any, layout: str, fmt: str) -> Any:
+def op_sparse(op: Op, args: Sequence[Any], kwargs: dict[str, Any], wrt: Any, layout: str, fmt: str,
+              num_threads: int | None = None) -> Any:
     """One op's Jacobian as a scipy.sparse array (``format=``): its rule's terms, never the dense result."""
     arrs, params = _op_args(op, tuple(args), kwargs)
     if isinstance(wrt, tuple):
-        return tuple(op_sparse(op, arrs, params, w, layout, fmt) for w in wrt)
+        return tuple(op_sparse(op, arrs, params, w, layout, fmt, num_threads) for w in wrt)
     plan = op._plan(arrs, wrt, "tensor", params)  # validates wrt, shapes and dtypes (cached)
     if plan.cast:
         arrs = op._cast(arrs, plan.dtype)
     alg = Algebra()
     terms = rule_terms(alg, plan.deriv, plan.factors(*arrs), plan.out_shape, plan.in_shape)
-    res, finite = sparse_jacobian(alg, terms, plan.out_shape, plan.in_shape, layout, plan.dtype, fmt)
+    res, finite = sparse_jacobian(alg, terms, plan.out_shape, plan.in_shape, layout, plan.dtype, fmt,
+                                  num_threads=_config.resolve_threads(num_threads))
     if not finite:
         _config.warn_nonfinite(f"tj.jacobian({op.name})", stacklevel=4)
     return res
