@@ -19,6 +19,7 @@ import numpy as np
 
 from ._ad import apply_deriv
 from ._config import warn_nonfinite
+from ._deriv import Deriv
 from ._sparse import sparse_jacobian
 from ._terms import Algebra, Final, Program, Term, compose, finalize, identity, merge, rule_terms
 from ._trace import Node, Trace
@@ -52,12 +53,13 @@ def _in_shape(node: Node, pos: int) -> tuple[int, ...]:
 
 def forward_terms(
     trace: Trace, outs: Sequence[Node], inputs: Sequence[Node], alg: Algebra,
-    sources: list[tuple[int, int]] | None = None,
+    sources: list[tuple[int, int, Deriv | None]] | None = None,
 ) -> list[dict[int, list[Term]]]:
     """For each output, {input position: terms of d output / d input}.
 
     ``sources`` collects the (node, argument) pairs whose rule factors became
-    program leaves, in order (what a replay must evaluate).
+    program leaves, in order (what a replay must evaluate), each with its Deriv
+    when that is fixed by the tape's signature (hashable parameters), else None.
     """
     need, last = needed(trace, outs)
     pos = {n.index: k for k, n in enumerate(inputs)}
@@ -79,7 +81,7 @@ def forward_terms(
             with np.errstate(all="ignore"):  # non-finite values are reported once, when written
                 facs = d.eval_factors(node.args, node.value)
             if sources is not None:
-                sources.append((node.index, argpos))
+                sources.append((node.index, argpos, d if _params_hashable(node.params) else None))
             R = rule_terms(alg, d, facs, node.value.shape, _in_shape(node, argpos))
             for k, terms in pj.items():
                 lst = res.setdefault(k, [])
@@ -165,7 +167,8 @@ class JacobianProgram:
 
     __slots__ = ("finals", "prog", "sources")
 
-    def __init__(self, prog: Program, sources: list[tuple[int, int]], finals: list[list[Final]]) -> None:
+    def __init__(self, prog: Program, sources: list[tuple[int, int, Deriv | None]],
+                 finals: list[list[Final]]) -> None:
         self.prog = prog
         self.sources = sources
         self.finals = finals
@@ -176,7 +179,7 @@ class JacobianProgram:
         dtypes: Sequence[Sequence[np.dtype]], batch: int | None = None, hess: int | None = None,
     ) -> JacobianProgram:
         alg = Algebra()
-        sources: list[tuple[int, int]] = []
+        sources: list[tuple[int, int, Deriv | None]] = []
         per_out = forward_terms(trace, outs, inputs, alg, sources)
         taken: set[int] = set()
         finals = [
@@ -222,7 +225,7 @@ def sparse_jacobians(
 
 def write_finals(
     finals: Sequence[Final], outs: Sequence[np.ndarray | None], nt: int, prog: Program | None = None,
-    sources: Sequence[tuple[int, int]] = (), trace: Trace | None = None, stacklevel: int = 5,
+    sources: Sequence[tuple[int, int, Deriv | None]] = (), trace: Trace | None = None, stacklevel: int = 5,
 ) -> list[np.ndarray]:
     """Run the program (or use the recording's arrays) and write every Jacobian."""
     Rs = [f.allocate(o) for f, o in zip(finals, outs)]
@@ -240,10 +243,11 @@ def write_finals(
         leaves: list[np.ndarray] = []
         nodes = trace.nodes
         with np.errstate(all="ignore"):  # non-finite values are reported once, below
-            for ni, argpos in sources:
+            for ni, argpos, d in sources:
                 node = nodes[ni]
                 assert node.op is not None
-                d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
+                if d is None:  # parameters that are not part of the signature's key (e.g. index arrays)
+                    d = node.op.deriv(argpos, [np.shape(a) for a in node.args], node.params)
                 if d.uses_value:
                     leaves.extend(d.factors(*node.args, value=node.value))
                 else:
@@ -289,6 +293,15 @@ def _argsig(a: object) -> object:
         return type(a)
     b = np.asarray(a)
     return (b.shape, b.dtype)
+
+
+def _params_hashable(params: dict) -> bool:
+    """Do these parameters key the rule's Deriv cache (tensorjac._rule.Op.deriv) by value?"""
+    try:
+        hash(tuple(params.items()))
+    except TypeError:
+        return False
+    return True
 
 
 def _params_key(params: dict) -> object:
