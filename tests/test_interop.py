@@ -347,7 +347,7 @@ def test_dask_jacobian_foreign():
     pytest.importorskip("dask.array")
     x = np.linspace(0.0, 1.0, 5)
     A = np.arange(10.0).reshape(2, 5)
-    for wrap in (DLPackOnly, ArrayOnly):
+    for wrap in (DLPackOnly, ArrayOnly, _readonly):
         J = tjd.jacobian(lambda x, A: np.sin(A @ x), wrap(x), wrap(A), chunks=2).compute()
         assert np.array_equal(J, tj.jacobian(lambda x, A: np.sin(A @ x), x, A))
         K = tjd.jacobian(tj.kron, wrap(A), wrap(A[:, :2]), layout="matrix", chunks=7).compute()

@@ -313,8 +313,11 @@ def jacobian(
         Nothing in it needs changing; see the docs for what is supported.
         Unsupported functions raise TypeError pointing to :func:`tensorjac.fd.jacobian`.
     *args, **kwargs
-        The arguments of ``f``.  Arguments not named in ``wrt`` are constants,
-        passed to ``f`` unchanged.
+        The arguments of ``f``: numpy arrays, or arrays of other libraries
+        (PyTorch CPU tensors, JAX arrays, anything with ``__array__`` or
+        ``__dlpack__``), read without a copy.  Arguments not named in ``wrt``
+        are constants, passed to ``f`` unchanged, except that other libraries'
+        tensors reach ``f`` as numpy arrays (``f`` is numpy code).
     wrt : int, str or tuple, default 0
         The argument to differentiate: its position, its name, or a tuple of
         them (then a tuple of Jacobians, from one evaluation of ``f``).
