@@ -1151,3 +1151,42 @@ def test_mlp_loss_hessian_is_one_term_over_a_symmetrized_factor():
         H = tj.hessian(f, x, num_threads=nt)
         _assert_bit_symmetric(H, 0, 2)
         np.testing.assert_allclose(H, cf_mlp(x, Xm6, Ym6), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["tensor", "matrix", "vec"])
+def test_two_registers_with_the_same_bits_are_checked_on_every_write(layout, dtype):
+    """``-A[j,k] B[l,i]`` with A and B distinct registers that held the same bits when recorded (slogdet: inv
+    and inv times a unit cotangent) is written as one term while they still do, and as two halves (exactly
+    symmetric too) when a replay gives them different values."""
+    from tensorjac import _terms
+
+    r = np.random.default_rng(7)
+    n = 5
+    A = r.standard_normal((n, n)).astype(dtype)
+    alg = _terms.Algebra()
+    i, j, k, l = (alg.new(n) for _ in range(4))
+    t = _terms.Term(-1, ((i,), (j,)), ((k,), (l,)), [(alg.prog.leaf(A), (j, k)), (alg.prog.leaf(A.copy()), (l, i))])
+    fin = _terms.finalize(alg, [t], (n, n), (n, n), layout, np.dtype(dtype), hess=0, sym=True)
+    assert fin.sym is None and fin.fast is not None
+    fcore, nmain, pairs = fin.fast
+    calls = []
+
+    def spy(*a):
+        calls.append(1)
+        return fcore(*a)
+
+    fin.fast = (spy, nmain, pairs)
+    H, finite = fin.write(fin.first, None, 1)  # the recording run
+    assert finite and calls == [1]
+    _assert_bit_symmetric(H, 0, 2, layout)
+    np.testing.assert_array_equal(H, _to_layout(-np.einsum("jk,li->ijkl", A, A), (), (n, n), layout))
+    for B, fast in ((A.copy(), True), (A + 1e-3 * r.standard_normal((n, n)).astype(dtype), False)):
+        calls.clear()
+        arrays = alg.prog.replay([A, B], fin.regs)
+        H, finite = fin.write(arrays, None, 2)
+        assert finite and calls == ([1] if fast else [])
+        _assert_bit_symmetric(H, 0, 2, layout)
+        T = -np.einsum("jk,li->ijkl", A, B)
+        want = _to_layout(0.5 * (T + T.transpose(2, 3, 0, 1)), (), (n, n), layout)
+        np.testing.assert_allclose(H, want, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)

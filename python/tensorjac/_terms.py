@@ -788,7 +788,7 @@ class Final:
     written symmetric by construction: see :func:`_symmetric_terms`).
     """
 
-    __slots__ = ("core", "direct", "dtype", "first", "first_direct", "regs", "shape", "sym")
+    __slots__ = ("core", "direct", "dtype", "fast", "first", "first_direct", "regs", "shape", "sym")
 
     def __init__(self, core: Any, regs: list[int], shape: tuple[int, ...], dtype: np.dtype,
                  first: list[np.ndarray], direct: tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]] | None,
@@ -801,6 +801,9 @@ class Final:
         self.direct = direct  # (register, factor shape, ((dim, mult) per factor axis))
         self.first_direct = first_direct
         self.sym = sym
+        # (plan, n, pairs): when the arrays at each pair of positions (>= n) hold the same bits, the plan
+        # writes the result from arrays[n:] (fewer terms); else the main plan from arrays[:n]
+        self.fast: tuple[Any, int, list[tuple[int, int]]] | None = None
 
     def allocate(self, out: np.ndarray | None) -> np.ndarray | None:
         """The result array when the program writes into it (a direct factor), else None (the plan allocates)."""
@@ -819,6 +822,13 @@ class Final:
 
     def write(self, arrays: Sequence[np.ndarray], R: np.ndarray | None, num_threads: int) -> tuple[np.ndarray, bool]:
         """The result, and whether every factor written was finite."""
+        if self.fast is not None:
+            fcore, n, pairs = self.fast
+            if all(_same_bits(arrays[i], arrays[j]) for i, j in pairs):
+                if R is None:
+                    _config.check_budget(self.shape, self.dtype.itemsize)
+                return fcore(R, list(arrays[n:]), num_threads)  # type: ignore[no-any-return]
+            arrays = arrays[:n]
         if self.direct is not None:
             assert R is not None
             if self.core is None:
@@ -831,6 +841,16 @@ class Final:
         if self.sym is not None:
             symmetrize(res[0], *self.sym, num_threads)
         return res  # type: ignore[no-any-return]
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Do two real arrays hold the same bit patterns (signed zeros and NaN payloads included)?"""
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or a.dtype.kind != "f":
+        return False
+    u = np.dtype(f"u{a.dtype.itemsize}")
+    return bool(np.array_equal(a.view(u), b.view(u)))
 
 
 def symmetrize(H: np.ndarray, m: int, n: int, num_threads: int = 0) -> None:
@@ -921,8 +941,17 @@ def finalize(
         )
     post_sym = None
     keep_coef: set[int] = set()  # terms whose coefficient stays out of their factors
+    fast = None
     if sym and hess is not None and batch is None:
-        paired = _symmetric_terms(alg, terms, hess, dtype)
+        same: list[tuple[F, F]] = []
+        paired = _symmetric_terms(alg, terms, hess, dtype, same)
+        if paired is not None and same:
+            # written as fewer terms when factor arrays that are distinct registers hold the same bits (e.g.
+            # slogdet's -A[j,k] A[l,i] with one A times a unit cotangent): checked again on every write
+            fcore, fregs, ffirst = _plan(alg, paired, {id(t) for t in paired if t not in terms}, layout, out_shape,
+                                         in_shape, dtype, batch, hess)
+            fast = (fcore, fregs, ffirst, [(a.r, b.r) for a, b in same])
+            paired = _symmetric_terms(alg, terms, hess, dtype)
         if paired is None:
             post_sym = (prod(out_shape[:hess]), prod(in_shape))
         else:
@@ -945,6 +974,26 @@ def finalize(
             terms = terms[:d] + terms[d + 1 :]
             if taken is not None:
                 taken.add(h.r)
+    core, regs, first = (None, [], []) if direct is not None and not terms else _plan(
+        alg, terms, keep_coef, layout, out_shape, in_shape, dtype, batch, hess)
+    shape, _, _ = placement(layout, out_shape, in_shape, batch, hess)
+    fin = Final(core, regs, shape, dtype, first, direct, first_direct, post_sym)
+    if fast is not None:
+        fcore, fregs, ffirst, same_regs = fast
+        n = len(regs)
+        pos = {r: n + i for i, r in enumerate(fregs)}
+        for ra, rb in same_regs:  # the compared registers are read by the fast plan's terms
+            assert ra in pos and rb in pos
+        fin.regs = regs + fregs
+        fin.first = first + ffirst
+        fin.fast = (fcore, n, [(pos[ra], pos[rb]) for ra, rb in same_regs])
+    return fin
+
+
+def _plan(alg: Algebra, terms: list[Term], keep_coef: set[int], layout: str, out_shape: tuple[int, ...],
+          in_shape: tuple[int, ...], dtype: np.dtype, batch: int | None, hess: int | None,
+          ) -> tuple[Any, list[int], list[np.ndarray]]:
+    """The expand plan writing ``terms`` (built or fetched), its factor registers and their recorded arrays."""
     specs = []
     regs: list[int] = []
     first: list[np.ndarray] = []
@@ -960,18 +1009,14 @@ def finalize(
             h = a if a.dtype == dtype else alg.prog.astype(a, dtype)
             regs.append(h.r)
             first.append(h.a)
-    core = None
-    if direct is None or specs:
-        k = tuple(key)
-        hit = _PLANS.get(k)
-        if hit is None:
-            hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype, batch, hess)
-            if len(_PLANS) > _PLAN_CACHE_MAX:
-                _PLANS.clear()
-            _PLANS[k] = hit
-        core = hit[1]
-    shape, _, _ = placement(layout, out_shape, in_shape, batch, hess)
-    return Final(core, regs, shape, dtype, first, direct, first_direct, post_sym)
+    k = tuple(key)
+    hit = _PLANS.get(k)
+    if hit is None:
+        hit = expand_plan(specs, alg.sizes, layout, out_shape, in_shape, dtype, batch, hess)
+        if len(_PLANS) > _PLAN_CACHE_MAX:
+            _PLANS.clear()
+        _PLANS[k] = hit
+    return hit[1], regs, first
 
 
 def _exchange(t: Term, hess: int) -> dict[int, int] | None:
@@ -989,7 +1034,8 @@ def _exchange(t: Term, hess: int) -> dict[int, int] | None:
     return rho
 
 
-def _self_symmetric(alg: Algebra, t: Term, hess: int, dtype: np.dtype) -> Term | None:
+def _self_symmetric(alg: Algebra, t: Term, hess: int, dtype: np.dtype,
+                    same: list[tuple[F, F]] | None = None) -> Term | None:
     """``t``, or ``(t + t exchanged) / 2`` as one term, written so that the kernel computes bitwise equal
     values at mirrored entries (n, k) and (k, n) by itself; None when that is not guaranteed.
 
@@ -1002,6 +1048,9 @@ def _self_symmetric(alg: Algebra, t: Term, hess: int, dtype: np.dtype) -> Term |
       factor is ``G = F + F[rho]`` (``G`` at mirrored entries is ``a + b`` and ``b + a``);
     * two factors, one array whose two reads are exchanged (``-A[j,k] A[l,i]``: slogdet), real, the
       coefficient +-1 kept out of the factors: ``(c a) b == (c b) a == c (a b)`` exactly, so ``t``.
+      With ``same`` (a list), also two registers whose recorded arrays hold the same bits (slogdet's
+      ``inv`` and ``inv`` times a unit cotangent); the pair is appended to ``same``: the caller must
+      check it on every write.
     """
     rho = _exchange(t, hess)
     if rho is None:
@@ -1021,12 +1070,17 @@ def _self_symmetric(alg: Algebra, t: Term, hess: int, dtype: np.dtype) -> Term |
         return Term(t.coef * 0.5, t.out, t.inp, facs)
     if len(t.facs) == 2 and dtype.kind != "c" and complex(t.coef) in (1, -1):
         (a, la), (b, lb) = t.facs
-        if a.r == b.r and tuple(rho[c] for c in la) == lb and tuple(rho[c] for c in lb) == la:
-            return Term(t.coef, t.out, t.inp, list(t.facs))  # a new term: its coefficient stays out
+        if tuple(rho[c] for c in la) == lb and tuple(rho[c] for c in lb) == la:
+            if a.r == b.r:
+                return Term(t.coef, t.out, t.inp, list(t.facs))  # a new term: its coefficient stays out
+            if same is not None and la != lb and _same_bits(a.a, b.a):
+                same.append((a, b))
+                return Term(t.coef, t.out, t.inp, list(t.facs))
     return None
 
 
-def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype) -> list[Term] | None:
+def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype,
+                     same: list[tuple[F, F]] | None = None) -> list[Term] | None:
     """The final terms of a diagonal Hessian block rewritten so that the expand kernel writes a result
     that is exactly (bitwise) symmetric in the two input groups, or None when that is not guaranteed.
 
@@ -1055,7 +1109,7 @@ def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype
         if u.out[hess:] == u.inp:
             res.append(u)
             continue
-        s = _self_symmetric(alg, u, hess, dtype)
+        s = _self_symmetric(alg, u, hess, dtype, same)
         if s is None:
             off.append(u)
         else:
