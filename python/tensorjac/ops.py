@@ -787,7 +787,8 @@ def _dtanh(x: np.ndarray) -> np.ndarray:
         return 1 - t * t
     if traced(x):  # a derivative being differentiated again: numpy operations only
         e = np.exp(-2 * np.abs(x))
-        return 4 * e / ((1 + e) * (1 + e))
+        d = 1 + e
+        return 4 * e / (d * d)
     e = np.asarray(np.abs(x))  # sech^2 x = 4e / (1 + e)^2 with e = exp(-2|x|): no cancellation, no overflow
     e *= -2  # (in place: two passes' worth of fresh memory instead of six)
     np.exp(e, out=e)
