@@ -15,13 +15,21 @@ both without a copy.  Checked here:
 
 Without any library: two pure-Python stand-ins, one with only ``__dlpack__``/``__dlpack_device__``
 (delegating to a numpy array's own), one with only ``__array__``; and read-only numpy views (what
-JAX gives).  With JAX (CPU) and PyTorch when installed, skipped otherwise.
+JAX gives).  With JAX (CPU) and PyTorch when installed, skipped otherwise.  Both start threads of their
+own (JAX warns that a later ``os.fork()`` may deadlock), and other test files fork, so the tests that
+import them run in a child pytest process (``test_libraries_in_a_child_process``), with the JAX and
+PyTorch examples of docs/interop.md.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +39,12 @@ from tensorjac._dtypes import as_array
 HAVE_JAX = importlib.util.find_spec("jax") is not None
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_SCIPY = importlib.util.find_spec("scipy") is not None
+CHILD = os.environ.get("TENSORJAC_INTEROP_CHILD") == "1"  # set by test_libraries_in_a_child_process
+ROOT = Path(__file__).resolve().parent.parent
+needs_jax = pytest.mark.skipif(not (HAVE_JAX and CHILD), reason="jax not installed" if not HAVE_JAX
+                               else "runs in a child process (test_libraries_in_a_child_process)")
+needs_torch = pytest.mark.skipif(not (HAVE_TORCH and CHILD), reason="torch not installed" if not HAVE_TORCH
+                                 else "runs in a child process (test_libraries_in_a_child_process)")
 
 
 # ----------------------------------------------------------------------------- stand-ins
@@ -112,8 +126,8 @@ WRAPS = {
     "dlpack-only": DLPackOnly,
     "array-only": ArrayOnly,
     "readonly-numpy": _readonly,
-    "jax": pytest.param(_jax, marks=pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")),
-    "torch": pytest.param(_torch, marks=pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")),
+    "jax": pytest.param(_jax, marks=needs_jax),
+    "torch": pytest.param(_torch, marks=needs_torch),
 }
 
 
@@ -318,7 +332,7 @@ def test_closure_constants_inside_f():
         assert np.array_equal(tj.jacobian(lambda x, Wt=Wt, wrap=wrap: np.tanh(Wt @ x) * wrap(W[0]), x), ref)
         assert np.array_equal(tj.jacobian(lambda x, Wt=Wt, wrap=wrap: np.tanh(np.matmul(Wt, x)) * wrap(W[0]), x), ref)
     bad = FakeTensor(W, requires_grad=True)
-    with pytest.raises(TypeError, match=r"a constant array in f is .*requires grad; .*detach"):
+    with pytest.raises(TypeError, match=r"a constant array in f \(.*\) requires grad; .*detach"):
         tj.jacobian(lambda x: bad @ x, x)
 
 
@@ -330,7 +344,7 @@ def test_function_returning_a_foreign_array():
     v, J = tj.value_and_jacobian(lambda x: (x * 2, DLPackOnly(np.ones(2))), x)
     assert type(v[1]) is np.ndarray and np.array_equal(v[1], np.ones(2))
     assert np.array_equal(J[0], 2 * np.eye(3)) and np.array_equal(J[1], np.zeros((2, 3)))
-    with pytest.raises(TypeError, match="f's output is .*requires grad"):
+    with pytest.raises(TypeError, match=r"f's output \(.*\) requires grad"):
         tj.fd.jacobian(lambda x: FakeTensor(np.sin(x), requires_grad=True), x)
 
 
@@ -352,7 +366,7 @@ def test_dask_jacobian_foreign():
         assert np.array_equal(J, tj.jacobian(lambda x, A: np.sin(A @ x), x, A))
         K = tjd.jacobian(tj.kron, wrap(A), wrap(A[:, :2]), layout="matrix", chunks=7).compute()
         assert np.array_equal(K, tj.jacobian(tj.kron, A, A[:, :2], layout="matrix"))
-    with pytest.raises(TypeError, match="argument 0 is .* on device cuda:0"):
+    with pytest.raises(TypeError, match=r"argument 0 \(.*FakeTensor of dtype float64\) is on device cuda:0"):
         tjd.jacobian(lambda x: np.sin(x), FakeTensor(x, device=(2, 0)))
 
 
@@ -457,6 +471,7 @@ def jax_x64():
     assert jax.config.jax_enable_x64 == before
 
 
+@needs_jax
 def test_jax_arrays_read_only_views(jax_x64):
     import jax.numpy as jnp
 
@@ -470,6 +485,7 @@ def test_jax_arrays_read_only_views(jax_x64):
         assert np.array_equal(J, tj.jacobian(lambda X: np.tanh(X) @ X.T, np.asarray(j).copy()))
 
 
+@needs_jax
 def test_jax_inside_traced_function():
     """A JAX function on a traced array raises TypeError (never a zero derivative); JAX constants
     inside numpy code are read as numpy arrays."""
@@ -486,6 +502,7 @@ def test_jax_inside_traced_function():
         assert np.array_equal(tj.jacobian(f, x), tj.jacobian(ref, x))
 
 
+@needs_jax
 def test_jax_bfloat16_and_fd_of_jax_code():
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
@@ -502,6 +519,7 @@ def test_jax_bfloat16_and_fd_of_jax_code():
 # ----------------------------------------------------------------------------- PyTorch
 
 
+@needs_torch
 def test_torch_zero_copy_and_values():
     torch = pytest.importorskip("torch")
     a = np.random.default_rng(3).standard_normal((3, 4))
@@ -515,16 +533,17 @@ def test_torch_zero_copy_and_values():
     assert np.array_equal(H, tj.hessian(lambda X: np.linalg.slogdet(X)[1], t32.numpy(), layout="matrix"))
 
 
+@needs_torch
 def test_torch_errors():
     torch = pytest.importorskip("torch")
     x = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
     xg = x.clone().requires_grad_()
-    with pytest.raises(TypeError, match=r"tj.jacobian: argument 0 is a torch.Tensor .*requires grad.*detach"):
+    with pytest.raises(TypeError, match=r"tj.jacobian: argument 0 \(torch.Tensor of dtype torch.float64\) requires grad.*detach"):
         tj.jacobian(lambda v: np.tanh(v), xg)
-    with pytest.raises(TypeError, match=r"tanh: argument 'X' is a torch.Tensor .*requires grad"):
+    with pytest.raises(TypeError, match=r"tanh: argument 'X' \(torch.Tensor of dtype torch.float64\) requires grad"):
         tj.jacobian(tj.tanh, xg)
     assert np.array_equal(tj.jacobian(tj.tanh, xg.detach()), tj.jacobian(tj.tanh, x.numpy()))
-    with pytest.raises(TypeError, match=r"tj.grad: argument 0: a torch.Tensor of dtype torch.bfloat16 cannot be "
+    with pytest.raises(TypeError, match=r"tj.grad: argument 0 \(torch.Tensor of dtype torch.bfloat16\) cannot be "
                                         r"read .*convert it first"):
         tj.grad(lambda v: np.sum(v), x.to(torch.bfloat16))
     with pytest.raises(TypeError, match=r"the PyTorch function tanh\(\) was called on a traced array"):
@@ -535,6 +554,7 @@ def test_torch_errors():
         tj.jacobian(tj.tanh, x, out=torch.empty((3, 3), dtype=torch.float64))
 
 
+@needs_torch
 def test_torch_constants_inside_numpy_code():
     torch = pytest.importorskip("torch")
     W = torch.arange(9.0, dtype=torch.float64).reshape(3, 3)
@@ -546,12 +566,47 @@ def test_torch_constants_inside_numpy_code():
     assert np.array_equal(tj.jacobian(lambda x, W: W @ x, x, W), Wn)  # a constant argument
 
 
-# ----------------------------------------------------------------------------- config hygiene
+# ----------------------------------------------------------------------------- hygiene, the docs, the child process
 
 
+@needs_jax
 def test_jax_x64_not_leaked():
     """The helper above scopes JAX's float64 switch: nothing leaks into other tests."""
     jax = pytest.importorskip("jax")
     before = jax.config.jax_enable_x64
     assert _jax(np.ones(2)).dtype == np.float64
     assert jax.config.jax_enable_x64 == before
+
+
+@pytest.mark.skipif(not CHILD or not (HAVE_JAX or HAVE_TORCH), reason="runs in the child process, with jax or torch")
+def test_docs_interop_python_blocks():
+    """docs/interop.md shows JAX and PyTorch in ```python blocks (the page's doctests need neither): they run
+    here, each in a fresh namespace, and assert what they claim."""
+    page = ROOT / "docs" / "interop.md"
+    if not page.exists():
+        pytest.skip("docs/ not found next to tests/ (installed without the source tree)")
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 4
+    ran = 0
+    for code in blocks:
+        if ("import torch" in code and not HAVE_TORCH) or ("import jax" in code and not HAVE_JAX):
+            continue
+        exec(compile(code, str(page), "exec"), {})
+        ran += 1
+    assert ran >= 1
+
+
+@pytest.mark.skipif(CHILD or not (HAVE_JAX or HAVE_TORCH), reason="jax and torch are not installed")
+def test_libraries_in_a_child_process():
+    """The JAX and PyTorch tests above, and the page's examples, in a child pytest: this process never
+    imports either library, so the fork tests of other files never fork a process running their threads."""
+    env = {**os.environ, "TENSORJAC_INTEROP_CHILD": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve()),
+           "-k", "jax or torch or docs_interop"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    tail = r.stdout[-6000:] + r.stderr[-2000:]
+    assert r.returncode == 0, tail
+    summary = r.stdout.strip().splitlines()[-1]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    expected = 1 + (2 * len(ENTRY) + 4 if HAVE_JAX else 0) + (2 * len(ENTRY) + 3 if HAVE_TORCH else 0)  # 2 dtypes
+    assert passed == expected and "failed" not in summary and "error" not in summary, tail

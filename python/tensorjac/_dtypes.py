@@ -72,9 +72,12 @@ _NUMPY_PROTOCOLS = ("__array__", "__array_interface__", "__array_struct__")
 
 
 def _describe(x: Any) -> str:
+    """``"torch.Tensor of dtype torch.float32"``: what the object is, for the messages."""
     t = type(x)
+    mod = getattr(t, "__module__", None)
+    name = t.__qualname__ if mod in (None, "builtins", "__main__") else f"{mod}.{t.__qualname__}"
     dtype = getattr(x, "dtype", None)
-    return f"a {t.__module__}.{t.__qualname__}" + (f" of dtype {dtype}" if dtype is not None else "")
+    return name + (f" of dtype {dtype}" if dtype is not None else "")
 
 
 def as_array(x: Any, what: str = "x") -> np.ndarray:
@@ -112,20 +115,20 @@ def _foreign(x: Any, what: str) -> np.ndarray:
             kind, index = 1, 0
         if kind not in _HOST_DEVICES:
             raise TypeError(
-                f"{what} is {_describe(x)} on device {_DEVICE_NAMES.get(kind, f'type {kind}')}:{index}; tensorjac "
+                f"{what} ({_describe(x)}) is on device {_DEVICE_NAMES.get(kind, f'type {kind}')}:{index}; tensorjac "
                 "computes on the CPU with numpy: move it to the CPU first (PyTorch: x.cpu(); JAX: "
                 "jax.device_put(x, jax.devices('cpu')[0]); CuPy: x.get())"
             )
     if getattr(x, "requires_grad", False) is True:
         raise TypeError(
-            f"{what} is {_describe(x)} that requires grad; tensorjac reads plain values and does not take "
+            f"{what} ({_describe(x)}) requires grad; tensorjac reads plain values and does not take "
             "part in autograd: pass x.detach()"
         )
     try:
         a = np.asarray(x) if numpy_protocol else np.from_dlpack(x)
     except Exception as e:  # the library's refusal: an unsupported dtype, a sparse or lazy tensor, ...
         raise TypeError(
-            f"{what}: {_describe(x)} cannot be read as a numpy array ({type(e).__name__}: {e}). tensorjac takes "
+            f"{what} ({_describe(x)}) cannot be read as a numpy array ({type(e).__name__}: {e}). tensorjac takes "
             "float32, float64, complex, integer and bool arrays in CPU memory: convert it first (PyTorch: "
             "x.to(torch.float32); JAX and numpy: x.astype(np.float32))"
         ) from None
