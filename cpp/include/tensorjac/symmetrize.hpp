@@ -15,9 +15,12 @@ namespace tensorjac {
 
 constexpr std::int64_t kSymTile = 32;
 
-// a: m contiguous n x n matrices (C order).  Each tile pair (bi, bj), bi <= bj, is read into two
-// small local buffers row by row (contiguous), averaged, and written back row by row: the
-// transposed accesses stay inside a few KiB instead of striding across pages.
+// a: m contiguous n x n matrices (C order).  Each tile pair (bi, bj), bi < bj, transposes the lower
+// block A[bj rows, bi cols] into a small local buffer (read row by row: contiguous), averages the upper
+// block A[bi rows, bj cols] with it in place row by row (both contiguous), and writes the buffer back
+// transposed: the transposed accesses stay inside a few KiB instead of striding across pages, and the
+// upper block is touched once.  A diagonal tile (bi == bj) is averaged in place.  Every entry is
+// (upper + lower) / 2, written to both.
 template <class T>
 void symmetrize(T* a, std::int64_t m, std::int64_t n, int nthreads) {
     if (m <= 0 || n < 2) return;
@@ -27,8 +30,7 @@ void symmetrize(T* a, std::int64_t m, std::int64_t n, int nthreads) {
     const std::int64_t nn = checked_mul(n, n);
     const T half = T(0.5);
     parallel_blocks(tiles, nthreads, 2 * kSymTile * kSymTile, [&](std::int64_t lo, std::int64_t hi, int) {
-        T up[kSymTile * kSymTile];  // A[bi rows, bj cols]
-        T lw[kSymTile * kSymTile];  // A[bj rows, bi cols]
+        T tr[kSymTile * kSymTile];  // tr[r][c] = A[j0 + c][i0 + r]
         std::int64_t k = lo / pairs, p = lo % pairs, bi = 0;
         while (p >= nb - bi) {  // the p-th pair (bi, bj) with bi <= bj, row by row
             p -= nb - bi;
@@ -39,26 +41,33 @@ void symmetrize(T* a, std::int64_t m, std::int64_t n, int nthreads) {
             T* A = a + k * nn;
             const std::int64_t i0 = bi * kSymTile, ni = std::min(n, i0 + kSymTile) - i0;
             const std::int64_t j0 = bj * kSymTile, nj = std::min(n, j0 + kSymTile) - j0;
-            for (std::int64_t r = 0; r < ni; ++r)
-                for (std::int64_t c = 0; c < nj; ++c) up[r * kSymTile + c] = A[(i0 + r) * n + j0 + c];
-            for (std::int64_t r = 0; r < nj; ++r)
-                for (std::int64_t c = 0; c < ni; ++c) lw[r * kSymTile + c] = A[(j0 + r) * n + i0 + c];
-            for (std::int64_t r = 0; r < ni; ++r)
-                for (std::int64_t c = (bi == bj ? r + 1 : 0); c < nj; ++c) {
-                    const T v = (up[r * kSymTile + c] + lw[c * kSymTile + r]) * half;
-                    up[r * kSymTile + c] = v;
-                    lw[c * kSymTile + r] = v;
+            if (bi != bj) {
+                for (std::int64_t c = 0; c < nj; ++c) {
+                    const T* src = A + (j0 + c) * n + i0;
+                    for (std::int64_t r = 0; r < ni; ++r) tr[r * kSymTile + c] = src[r];
                 }
-            if (bi == bj) {  // one tile: mirror its upper part into the lower (diagonal unchanged)
-                for (std::int64_t r = 0; r < ni; ++r)
-                    for (std::int64_t c = 0; c < r; ++c) up[r * kSymTile + c] = lw[r * kSymTile + c];
-                for (std::int64_t r = 0; r < ni; ++r)
-                    for (std::int64_t c = 0; c < nj; ++c) A[(i0 + r) * n + j0 + c] = up[r * kSymTile + c];
+                for (std::int64_t r = 0; r < ni; ++r) {
+                    T* up = A + (i0 + r) * n + j0;
+                    T* lw = tr + r * kSymTile;
+                    for (std::int64_t c = 0; c < nj; ++c) {
+                        const T v = (up[c] + lw[c]) * half;
+                        up[c] = v;
+                        lw[c] = v;
+                    }
+                }
+                for (std::int64_t c = 0; c < nj; ++c) {
+                    T* dst = A + (j0 + c) * n + i0;
+                    for (std::int64_t r = 0; r < ni; ++r) dst[r] = tr[r * kSymTile + c];
+                }
             } else {
                 for (std::int64_t r = 0; r < ni; ++r)
-                    for (std::int64_t c = 0; c < nj; ++c) A[(i0 + r) * n + j0 + c] = up[r * kSymTile + c];
-                for (std::int64_t r = 0; r < nj; ++r)
-                    for (std::int64_t c = 0; c < ni; ++c) A[(j0 + r) * n + i0 + c] = lw[r * kSymTile + c];
+                    for (std::int64_t c = r + 1; c < nj; ++c) {
+                        T* up = A + (i0 + r) * n + j0 + c;
+                        T* lw = A + (j0 + c) * n + i0 + r;
+                        const T v = (*up + *lw) * half;
+                        *up = v;
+                        *lw = v;
+                    }
             }
             if (++bj == nb) {  // next pair
                 if (++bi == nb) {
