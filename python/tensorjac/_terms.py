@@ -788,7 +788,7 @@ class Final:
     written symmetric by construction: see :func:`_symmetric_terms`).
     """
 
-    __slots__ = ("core", "direct", "dtype", "fast", "first", "first_direct", "regs", "shape", "sym")
+    __slots__ = ("core", "direct", "dtype", "fast", "first", "first_direct", "regs", "shape", "sym", "zero_acc")
 
     def __init__(self, core: Any, regs: list[int], shape: tuple[int, ...], dtype: np.dtype,
                  first: list[np.ndarray], direct: tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]] | None,
@@ -803,7 +803,9 @@ class Final:
         self.sym = sym
         # (plan, n, pairs): when the arrays at each pair of positions (>= n) hold the same bits, the plan
         # writes the result from arrays[n:] (fewer terms); else the main plan from arrays[:n]
-        self.fast: tuple[Any, int, list[tuple[int, int]]] | None = None
+        self.fast: tuple[Any, int, list[tuple[int, int]], bool] | None = None
+        # zero-fill, then every pass accumulates (two halves over different entries: 0 + a at both mirrors)
+        self.zero_acc = False
 
     def allocate(self, out: np.ndarray | None) -> np.ndarray | None:
         """The result array when the program writes into it (a direct factor), else None (the plan allocates)."""
@@ -823,11 +825,9 @@ class Final:
     def write(self, arrays: Sequence[np.ndarray], R: np.ndarray | None, num_threads: int) -> tuple[np.ndarray, bool]:
         """The result, and whether every factor written was finite."""
         if self.fast is not None:
-            fcore, n, pairs = self.fast
+            fcore, n, pairs, zero_acc = self.fast
             if all(_same_bits(arrays[i], arrays[j]) for i, j in pairs):
-                if R is None:
-                    _config.check_budget(self.shape, self.dtype.itemsize)
-                return fcore(R, list(arrays[n:]), num_threads)  # type: ignore[no-any-return]
+                return self._run(fcore, arrays[n:], R, num_threads, zero_acc)
             arrays = arrays[:n]
         if self.direct is not None:
             assert R is not None
@@ -835,12 +835,23 @@ class Final:
                 return R, True
             res = self.core(R, list(arrays), num_threads, True)
         else:
-            if R is None:
-                _config.check_budget(self.shape, self.dtype.itemsize)
-            res = self.core(R, list(arrays), num_threads)
+            res = self._run(self.core, arrays, R, num_threads, self.zero_acc)
         if self.sym is not None:
             symmetrize(res[0], *self.sym, num_threads)
         return res  # type: ignore[no-any-return]
+
+
+    def _run(self, core: Any, arrays: Sequence[np.ndarray], R: np.ndarray | None, num_threads: int,
+             zero_acc: bool) -> tuple[np.ndarray, bool]:
+        if R is None:
+            _config.check_budget(self.shape, self.dtype.itemsize)
+        if not zero_acc:
+            return core(R, list(arrays), num_threads)  # type: ignore[no-any-return]
+        if R is None:
+            R = np.zeros(self.shape, self.dtype)
+        else:
+            R[...] = 0
+        return core(R, list(arrays), num_threads, True)  # type: ignore[no-any-return]
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -942,16 +953,18 @@ def finalize(
     post_sym = None
     keep_coef: set[int] = set()  # terms whose coefficient stays out of their factors
     fast = None
+    acc: list[bool] = []
     if sym and hess is not None and batch is None:
         same: list[tuple[F, F]] = []
-        paired = _symmetric_terms(alg, terms, hess, dtype, same)
+        paired = _symmetric_terms(alg, terms, hess, dtype, same, acc)
         if paired is not None and same:
             # written as fewer terms when factor arrays that are distinct registers hold the same bits (e.g.
             # slogdet's -A[j,k] A[l,i] with one A times a unit cotangent): checked again on every write
             fcore, fregs, ffirst = _plan(alg, paired, {id(t) for t in paired if t not in terms}, layout, out_shape,
                                          in_shape, dtype, batch, hess)
-            fast = (fcore, fregs, ffirst, [(a.r, b.r) for a, b in same])
-            paired = _symmetric_terms(alg, terms, hess, dtype)
+            fast = (fcore, fregs, ffirst, [(a.r, b.r) for a, b in same], bool(acc))
+            acc = []
+            paired = _symmetric_terms(alg, terms, hess, dtype, None, acc)
         if paired is None:
             post_sym = (prod(out_shape[:hess]), prod(in_shape))
         else:
@@ -978,15 +991,16 @@ def finalize(
         alg, terms, keep_coef, layout, out_shape, in_shape, dtype, batch, hess)
     shape, _, _ = placement(layout, out_shape, in_shape, batch, hess)
     fin = Final(core, regs, shape, dtype, first, direct, first_direct, post_sym)
+    fin.zero_acc = bool(acc)
     if fast is not None:
-        fcore, fregs, ffirst, same_regs = fast
+        fcore, fregs, ffirst, same_regs, fast_acc = fast
         n = len(regs)
         pos = {r: n + i for i, r in enumerate(fregs)}
         for ra, rb in same_regs:  # the compared registers are read by the fast plan's terms
             assert ra in pos and rb in pos
         fin.regs = regs + fregs
         fin.first = first + ffirst
-        fin.fast = (fcore, n, [(pos[ra], pos[rb]) for ra, rb in same_regs])
+        fin.fast = (fcore, n, [(pos[ra], pos[rb]) for ra, rb in same_regs], fast_acc)
     return fin
 
 
@@ -1080,7 +1094,7 @@ def _self_symmetric(alg: Algebra, t: Term, hess: int, dtype: np.dtype,
 
 
 def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype,
-                     same: list[tuple[F, F]] | None = None) -> list[Term] | None:
+                     same: list[tuple[F, F]] | None = None, acc: list[bool] | None = None) -> list[Term] | None:
     """The final terms of a diagonal Hessian block rewritten so that the expand kernel writes a result
     that is exactly (bitwise) symmetric in the two input groups, or None when that is not guaranteed.
 
@@ -1126,4 +1140,8 @@ def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype
         coef, facs = fold_coef(alg, Term(coef, t.out, t.inp, facs), dtype)
     half = Term(coef, t.out, t.inp, facs)
     swapped = Term(coef, t.out[:hess] + t.inp, t.out[hess:], facs)
+    if acc is not None and _exchange(t, hess) is None:
+        # the halves cover different entries, in separate passes: an entry where only one is present must
+        # get 0 + a at both mirrors (a first pass writing a would leave -0 where its mirror gets 0 + -0)
+        acc.append(True)
     return [half, swapped, *res]
