@@ -1104,8 +1104,11 @@ def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype
     equal values at mirrored entries, so any number of them may be summed in any order.  One other
     term T (if any) becomes ``T/2 + T/2`` with the second half's groups exchanged, over the same
     factor arrays, placed first: at (n, k) the kernel sums ``a + b`` and at (k, n) ``b + a`` (or
-    ``0 + a`` at both where only one half is present), equal since IEEE addition commutes, then the
-    same values of the other terms -- provided a and b are computed alike at mirrored entries.  The
+    ``0 + a`` at both where only one half is present: when the halves cover different entries,
+    ``acc`` gets True and the caller zero-fills and accumulates every pass), equal since IEEE addition
+    commutes, then the same values of the other terms -- provided a and b are computed alike at
+    mirrored entries.  ``same`` collects register pairs a term relies on holding the same bits
+    (:func:`_self_symmetric`).  The
     kernel evaluates an entry as its per-row scalar ``((coef * o1) * o2) ...`` times its row factor
     ``(i1 * i2) ...``, the split of the factors depending on the loop order, hence:
 
@@ -1113,7 +1116,7 @@ def _symmetric_terms(alg: Algebra, terms: list[Term], hess: int, dtype: np.dtype
     * two factors, real: the coefficient folded into one of them (shared by both halves), so that
       every split gives ``a * b == b * a`` (``1 * x`` is exact).
 
-    None (the caller symmetrizes after the write) for several such terms (the kernel sums like terms
+    None (the caller symmetrizes after the write) for several terms that are not their own mirror (the kernel sums like terms
     left to right: ``((a + b) + c) + d`` is not ``((b + a) + d) + c``), more factors, or two complex
     factors (a complex product by 1 may change the sign of a zero).  NaN payloads aside.
     """
