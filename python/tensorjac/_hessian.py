@@ -18,7 +18,7 @@ from . import _config
 from ._api import _Call, _jacobians, jvp
 from ._dtypes import as_array
 from ._engine import reverse
-from ._layout import batch_position, prod
+from ._layout import batch_position, check_out, placement, prod
 from ._rule import Op
 from ._sparse import check_format
 from ._terms import symmetrize
@@ -29,9 +29,14 @@ __all__ = ["hessian", "hvp"]
 _HESSIAN_LAYOUTS = ("tensor", "matrix", "vec")
 
 
-def _first_derivative(f: Callable[..., Any], wrt: Any, batch: int | None = None) -> Callable[..., Any]:
+def _first_derivative(f: Callable[..., Any], wrt: Any, batch: int | None = None,
+                      lead: dict[str, bool] | None = None) -> Callable[..., Any]:
     """``x -> d f / d x`` (the gradient, or the Jacobian ``out.shape + x.shape``) by one batched
     reverse sweep: a function of plain numpy steps, so a traced call of it is differentiated again.
+
+    With ``lead`` (a dict), the gradient of a 0-d f keeps the sweep's leading axis of length 1,
+    ``(1, *x.shape)``, and ``lead["kept"]`` is set: no reshape node in the traced sweep (the caller
+    takes the Hessian's entry 0 along that axis, a view).
 
     With ``batch`` (f maps samples along that axis one to one), the per-sample derivative of shape
     ``out.shape + x_sample.shape``: one cotangent per entry of an output sample, shared by every
@@ -60,6 +65,10 @@ def _first_derivative(f: Callable[..., Any], wrt: Any, batch: int | None = None)
         for n, g in zip(call.trace.inputs, grads):
             ishape = n.value.shape
             if batch is None:
+                if lead is not None and oshape == () and g is not None:
+                    lead["kept"] = True
+                    res.append(g)
+                    continue
                 shape = oshape + ishape
                 res.append(np.zeros(shape, dt) if g is None else g.reshape(shape))
                 continue
@@ -163,12 +172,23 @@ def hessian(
         f = lambda *a, **k: op(*a, **k)
     if batch_axis is not None:
         return _per_sample_hessian(f, args, kwargs, wrt, layout, out, num_threads, batch_axis)
-    g = _first_derivative(f, wrt)
+    lead: dict[str, bool] | None = None
+    if format == "dense" and not isinstance(wrt, tuple):
+        x = args[wrt] if isinstance(wrt, int) else kwargs.get(wrt)
+        lead = None if isinstance(x, Tracer) else {}
+    g = _first_derivative(f, wrt, lead=lead)
     call = _Call("tj.hessian", g, args, kwargs, wrt)
     pairs = call.tuple_out  # the first derivative is a tuple when wrt is
     if out is not None and pairs:
         raise ValueError("tj.hessian: out= is not supported with a tuple wrt")
     n_out = call.out_values[0].ndim - call.trace.inputs[0].value.ndim
+    if lead and lead.get("kept"):  # a 0-d f's gradient with the sweep's axis of length 1: H[0] is the Hessian
+        if out is not None:
+            xv = call.trace.inputs[0].value
+            shape, _, _ = placement(layout, xv.shape, xv.shape, None, 0)
+            check_out(out, shape, call.dtype(0, 0), [xv])
+        res = _jacobians(call, layout, None if out is None else out[None], num_threads, hess=1)
+        return res[0] if out is None else out
     res = _jacobians(call, layout, out, num_threads, hess=n_out, fmt=format)
     if format != "dense":
         return _symmetrize_sparse(res, pairs, format)
