@@ -1217,3 +1217,36 @@ def test_two_halves_over_different_entries_keep_signed_zeros_symmetric(given_out
     _assert_bit_symmetric(H, 0, 2, layout)
     T = np.einsum("ijk,il->ijkl", Q, np.eye(n, dtype=dtype))
     np.testing.assert_array_equal(H, _to_layout(0.5 * (T + T.transpose(2, 3, 0, 1)), (), (n, n), layout))
+
+
+@pytest.mark.parametrize("subs, shapes", [
+    ("ab,ac,ad->bcd", [(9, 4), (9, 5), (9, 6)]),        # the tanh loss's Hessian factor
+    ("ab,ac,ad->dcb", [(9, 4), (9, 5), (9, 6)]),        # a transposed result
+    ("zab,zbc,zcd->zad", [(3, 4, 5), (3, 5, 6), (3, 6, 2)]),  # batch letters: a stack of GEMMs
+    ("ij,jk,kl,lm->im", [(4, 5), (5, 6), (6, 7), (7, 3)]),
+    ("abc,cd,de->abe", [(2, 3, 40), (40, 50), (50, 4)]),
+])
+def test_planned_contractions_recorded_pairwise_equal_einsum(subs, shapes):
+    """Program.einsum records numpy's planned path step by step (products by einsum's loop, contractions by
+    matmul), and a replay on new arrays computes the same contraction as np.einsum."""
+    from tensorjac import _terms
+
+    r = np.random.default_rng(2)
+    arrays = [r.standard_normal(s) for s in shapes]
+    prog = _terms.Program()
+    hs = [prog.leaf(a) for a in arrays]
+    res = prog.einsum(subs, hs, optimize=True)
+    np.testing.assert_allclose(res.a, np.einsum(subs, *arrays), rtol=1e-12, atol=1e-12)
+    new = [r.standard_normal(s) for s in shapes]
+    (again,) = prog.replay(new, [res.r])
+    np.testing.assert_allclose(again, np.einsum(subs, *new), rtol=1e-12, atol=1e-12)
+
+
+def test_pairwise_steps_refuse_what_is_not_a_product_or_a_matmul():
+    from tensorjac import _terms
+
+    shapes = [(3, 3), (3, 4), (3, 5)]
+    assert _terms._pairwise_steps(["aa", "ab", "ac"], "bc", [(0, 1), (0, 1)], shapes) is None  # a diagonal
+    assert _terms._pairwise_steps(["ab", "ac", "ad"], "bcd", [(0, 1, 2)], shapes) is None  # three at once
+    steps = _terms._pairwise_steps(["ab", "ac", "ad"], "bcd", [(0, 1), (0, 1)], shapes)
+    assert steps is not None and steps[0][3] is None and steps[1][3] is not None

@@ -121,7 +121,28 @@ class Program:
             dims = {c: n for term, a in zip(ins.split(","), arrays) for c, n in zip(term, a.shape)}
             limit = max(_EINSUM_SCRATCH, prod([dims[c] for c in out]), *[a.size for a in arrays])
             path = np.einsum_path(subs, *arrays, optimize=("greedy", limit))[0]
+            if len(arrays) > 2:
+                steps = _pairwise_steps(ins.split(","), out, path[1:], [a.shape for a in arrays])
+                if steps is not None:  # each step recorded on its own: numpy's einsum re-plans every call
+                    return self._pairwise(hs, steps)
         return self._emit(_einsum_op, tuple(hs), np.einsum(subs, *arrays, optimize=path), subs=subs, path=path)
+
+    def _pairwise(self, hs: Sequence[F], steps: list[tuple[int, int, str, Any]]) -> F:
+        ops = list(hs)
+        for i, j, subs, mm in steps:
+            if i < 0:
+                (h,) = ops
+                ops = [self.transpose(h, mm)]
+                continue
+            a, b = ops[i], ops[j]
+            ops = [h for k, h in enumerate(ops) if k not in (i, j)]
+            if mm is None:  # a product that sums nothing: einsum's own loop
+                r = self._emit(_einsum_op, (a, b), np.einsum(subs, a.a, b.a), subs=subs, path=False)
+            else:
+                r = self._emit(_contract, (a, b), _contract(a.a, b.a, mm), mm=mm)
+            ops.append(r)
+        (res,) = ops
+        return res
 
     def mul(self, a: F, b: F) -> F:
         _check_alloc(prod(np.broadcast_shapes(a.shape, b.shape)), np.result_type(a.a, b.a), "Jacobian factor")
@@ -216,6 +237,55 @@ def _einsum_op(*arrays: np.ndarray, subs: str, path: Any, out: np.ndarray | None
     if out is None:
         return np.einsum(subs, *arrays, optimize=path)
     return np.einsum(subs, *arrays, optimize=path, out=out)
+
+
+def _pairwise_steps(terms: list[str], out: str, pairs: Sequence[tuple[int, ...]],
+                    shapes: Sequence[tuple[int, ...]]) -> list[tuple[int, int, str, Any]] | None:
+    """numpy's contraction path as steps (i, j, subscripts, matmul plan or None for a product that sums
+    nothing), then (-1, -1, "", axes) when the result's letters need a transpose; None when a step is
+    neither (a letter repeated in an operand, or summed in one operand)."""
+    terms = list(terms)
+    dims = {c: n for t, sh in zip(terms, shapes) for c, n in zip(t, sh)}
+    steps: list[tuple[int, int, str, Any]] = []
+    for pair in pairs:
+        if len(pair) != 2:
+            return None
+        i, j = sorted(pair)
+        ta, tb = terms[i], terms[j]
+        rest = [t for k, t in enumerate(terms) if k not in (i, j)]
+        keep = set(out).union(*rest)
+        if len(set(ta)) != len(ta) or len(set(tb)) != len(tb):
+            return None
+        summed = (set(ta) | set(tb)) - keep
+        if summed - (set(ta) & set(tb)):
+            return None  # a letter summed within one operand
+        batch = [c for c in ta if c in tb and c in keep]
+        left = [c for c in ta if c not in tb]
+        right = [c for c in tb if c not in ta]
+        tr = "".join(batch + left + right)
+        if not summed:
+            steps.append((i, j, f"{ta},{tb}->{tr}", None))
+        else:
+            ss = [c for c in ta if c in summed]
+            nb, nl, nr, ns = (prod([dims[c] for c in g]) for g in (batch, left, right, ss))
+            sa, sb = ((nl, ns), (ns, nr)) if nb == 1 else ((nb, nl, ns), (nb, ns, nr))  # one GEMM, or a stack
+            mm = (tuple(ta.index(c) for c in batch + left + ss), sa, tuple(tb.index(c) for c in batch + ss + right),
+                  sb, tuple(dims[c] for c in batch + left + right))
+            steps.append((i, j, "", mm))
+        terms = rest + [tr]
+    if len(terms) != 1 or sorted(terms[0]) != sorted(out):
+        return None
+    if terms[0] != out:  # the letters in the requested order: a transposed view
+        steps.append((-1, -1, "", tuple(terms[0].index(c) for c in out)))
+    return steps
+
+
+def _contract(a: np.ndarray, b: np.ndarray, mm: Any) -> np.ndarray:
+    """One pairwise contraction by a (batched) matmul: ``mm`` from :func:`_pairwise_steps`."""
+    pa, sa, pb, sb, shape = mm
+    A = np.transpose(a, pa).reshape(sa)
+    B = np.transpose(b, pb).reshape(sb)
+    return np.matmul(A, B).reshape(shape)
 
 
 def _scale(a: np.ndarray, c: Any, out: np.ndarray | None = None) -> np.ndarray:
