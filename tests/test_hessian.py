@@ -1250,3 +1250,23 @@ def test_pairwise_steps_refuse_what_is_not_a_product_or_a_matmul():
     assert _terms._pairwise_steps(["ab", "ac", "ad"], "bcd", [(0, 1, 2)], shapes) is None  # three at once
     steps = _terms._pairwise_steps(["ab", "ac", "ad"], "bcd", [(0, 1), (0, 1)], shapes)
     assert steps is not None and steps[0][3] is None and steps[1][3] is not None
+
+
+@pytest.mark.parametrize("wrt, exc, match", [
+    (5, IndexError, "wrt=5 is out of range for 1 positional"),
+    (-3, IndexError, "wrt=-3 is out of range"),
+    (True, TypeError, "wrt must be an argument index"),
+    (1.5, TypeError, "wrt must be an argument index"),
+    ("y", ValueError, "wrt='y' is not one of the arguments"),
+])
+def test_bad_wrt_of_a_scalar_f_is_named(wrt, exc, match):
+    with pytest.raises(exc, match=match):
+        tj.hessian(lambda x: np.sum(x**2), np.ones(2), wrt=wrt)
+
+
+def test_scalar_f_out_of_a_wrong_shape_names_the_hessian_shape():
+    with pytest.raises(ValueError, match=r"expected shape \(2, 2\)"):
+        tj.hessian(lambda x: np.sum(x**3), np.ones(2), out=np.empty((1, 2, 2)))
+    out = np.empty((2, 2))
+    assert tj.hessian(lambda x: np.sum(x**3), np.ones(2), out=out) is out
+    np.testing.assert_array_equal(out, 6 * np.eye(2))

@@ -174,7 +174,10 @@ def hessian(
         return _per_sample_hessian(f, args, kwargs, wrt, layout, out, num_threads, batch_axis)
     lead: dict[str, bool] | None = None
     if format == "dense" and not isinstance(wrt, tuple):
-        x = args[wrt] if isinstance(wrt, int) else kwargs.get(wrt)
+        try:  # a bad wrt is reported by _Call below
+            x = kwargs.get(wrt) if isinstance(wrt, str) else args[wrt]
+        except (IndexError, TypeError):
+            x = None
         lead = None if isinstance(x, Tracer) else {}
     g = _first_derivative(f, wrt, lead=lead)
     call = _Call("tj.hessian", g, args, kwargs, wrt)
