@@ -8,7 +8,9 @@
 Measured in the same run, round-robin after warm-up (medians), at equal thread counts
 (tensorjac num_threads=T, numpy's BLAS limited to T with threadpoolctl, XLA with T intra-op
 threads), the same f for both libraries (written with jax.numpy for JAX), float64 (x64 on).
-The floor is ``np.full`` of the result.
+The floor is ``np.full`` of the result.  Each table ends with the share of the machine's CPU
+that other processes used while it was measured: on a shared machine, figures taken while
+that is more than a few percent (above all at 2 threads) are not the library's.
 
 Targets:
   Hessian of slogdet(S)[1], n=32 (1M entries)              >= 10x faster than jax.jit(jax.hessian), <= 3x floor
@@ -31,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import machine, row
+from cases import OtherCPU
 from compare_composite import MIB, jax_setup, rounds
 
 
@@ -43,6 +46,7 @@ def main_threads(threads: int, quick: bool, small: bool) -> None:
     rep = 5 if quick else 11
     rng = np.random.default_rng(0)
     print(f"\n#### {threads} thread{'s' if threads > 1 else ''}\n")
+    other = OtherCPU()
     with threadpool_limits(threads):
         row("case", "result", "tj (ms)", "floor (ms)", "tj / floor", "JAX (ms)", "JAX / tj")
         row(*["---"] * 7)
@@ -89,6 +93,7 @@ def main_threads(threads: int, quick: bool, small: bool) -> None:
             f"{J.shape} {J.nbytes / MIB:.1f} MiB", f"{t['tj'] * 1e3:.2f}", f"{t['floor'] * 1e3:.2f}",
             f"**{t['tj'] / t['floor']:.2f}**", f"{jt * 1e3:.2f}" if jt else "n/a",
             f"**{jt / t['tj']:.1f}**" if jt else "n/a")
+    print(f"\n(other processes' CPU during this table: {other.text()})")
 
 
 def main() -> None:
