@@ -216,12 +216,12 @@ def _per_sample_hessian(f: Callable[..., Any], args: tuple, kwargs: dict[str, An
                         out: Any, num_threads: int | None, batch_axis: Any) -> Any:
     if isinstance(wrt, (tuple, list)) or layout != "tensor":
         raise ValueError("tj.hessian: batch_axis needs one wrt and layout='tensor'")
-    x = args[wrt] if isinstance(wrt, int) else kwargs[wrt]
-    b = batch_position(batch_axis, [("x", np.shape(x))], "tj.hessian")
+    xshape = as_array(args[wrt] if isinstance(wrt, int) else kwargs[wrt], "x").shape
+    b = batch_position(batch_axis, [("x", xshape)], "tj.hessian")
     g = _first_derivative(f, wrt, b)
     call = _Call("tj.hessian", g, args, kwargs, wrt)
     H = _jacobians(call, "tensor", out, num_threads, b, hess=0)
-    N = prod(np.shape(x)) // max(np.shape(x)[b], 1)
+    N = prod(xshape) // max(xshape[b], 1)
     return _symmetrize(H, H.size // max(N * N, 1) if N else 0, N, _config.resolve_threads(num_threads))
 
 
