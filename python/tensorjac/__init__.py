@@ -1,23 +1,6 @@
 """tensorjac: exact Jacobian tensors of numpy functions and matrix-calculus ops, fast and in any layout."""
 
-import os as _os
-
-# libgomp reads its spin policy once, when the extension loads it.  Its default (idle workers spin
-# for ~300000 iterations after each parallel region) takes a core from numpy's BLAS threads, which
-# spin too, between the kernels and the BLAS calls of a traced function: on 2 cores, 2-thread
-# composites ran no faster than 1 thread.  Unless the user chose a policy, workers spin for 10000
-# iterations (tens of microseconds), then sleep.  The variable is set only while the extension loads.
-if "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ:
-    from . import _core
-else:
-    _os.environ["GOMP_SPINCOUNT"] = "10000"
-    try:
-        from . import _core
-    finally:
-        del _os.environ["GOMP_SPINCOUNT"]
-del _os
-
-from . import _numpy_api, fd, testing
+from . import _core, _numpy_api, fd, testing
 from ._ad import chain, kron_matvec
 from ._api import grad, jacobian, jvp, value_and_jacobian, vjp
 from ._check import CheckEntry, CheckReport, CheckReports, JacobianMismatchError, check
