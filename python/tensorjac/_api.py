@@ -34,7 +34,14 @@ _DTYPES: dict[tuple[np.dtype, np.dtype], np.dtype] = {}
 
 def _plain(args: tuple, kwargs: dict[str, Any]) -> bool:
     """No traced arrays among the arguments (else an op is differentiated like any function)."""
-    return not any(isinstance(a, Tracer) for a in args) and not any(isinstance(a, Tracer) for a in kwargs.values())
+    for a in args:  # a plain loop: this runs on every call of an op (no generator set-up)
+        if isinstance(a, Tracer):
+            return False
+    if kwargs:
+        for a in kwargs.values():
+            if isinstance(a, Tracer):
+                return False
+    return True
 
 
 def _pair_dtype(what: str, out_dt: np.dtype, in_name: str, in_dt: np.dtype) -> np.dtype:
