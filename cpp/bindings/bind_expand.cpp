@@ -7,7 +7,7 @@
 
 #include <tuple>
 
-#include "tensorjac/expand.hpp"
+#include "expand_instances.hpp"  // tensorjac/expand.hpp, its instantiations compiled in bind_expand_<dtype>.cpp
 
 namespace tjb {
 namespace {
