@@ -51,9 +51,11 @@ MIB = 1 << 20
 def rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds of each function, sampled round-robin (drift affects all alike).
 
-    The order is shuffled every round and each timed call starts after a 5 ms pause: a library's
-    worker threads that spin for a while after a call (XLA's, OpenMP's) would otherwise slow down
-    whichever function always runs next."""
+    The order is shuffled every round and each timed call starts after a pause (5 ms; ``--pause``,
+    passed to the subprocesses as TJ_BENCH_PAUSE): a library's worker threads that spin for a while
+    after a call (XLA's, OpenMP's) would otherwise slow down whichever function always runs next.
+    ``--pause 0`` measures back-to-back calls (steady state: warm caches, no idle vCPU to wake)."""
+    pause = float(os.environ.get("TJ_BENCH_PAUSE", "0.005"))
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -63,7 +65,8 @@ def rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 2) -> d
     for _ in range(repeat):
         shuffle(order)
         for k in order:
-            time.sleep(0.005)
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             fns[k]()
             samples[k].append(time.perf_counter() - t0)
@@ -246,11 +249,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--pause", type=float, help="seconds of idle before each timed call (default 0.005)")
     ns = ap.parse_args()
+    if ns.pause is not None:
+        os.environ["TJ_BENCH_PAUSE"] = str(ns.pause)  # read by rounds(), here and in the subprocesses
     if ns.threads:
         main_threads(ns.threads, ns.quick, ns.small)
         return
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine()}; pause before each timed call: {os.environ.get('TJ_BENCH_PAUSE', '0.005')} s")
     for t in (1, 2):
         sys.stdout.flush()
         cmd = [sys.executable, __file__, "--threads", str(t)] + ["--quick"] * ns.quick + ["--small"] * ns.small

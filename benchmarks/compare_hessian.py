@@ -23,6 +23,7 @@ Targets:
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,11 +102,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--pause", type=float, help="seconds of idle before each timed call (default 0.005)")
     ns = ap.parse_args()
+    if ns.pause is not None:
+        os.environ["TJ_BENCH_PAUSE"] = str(ns.pause)  # read by rounds(), here and in the subprocesses
     if ns.threads:
         main_threads(ns.threads, ns.quick, ns.small)
         return
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine()}; pause before each timed call: {os.environ.get('TJ_BENCH_PAUSE', '0.005')} s")
     for t in (1, 2):
         sys.stdout.flush()
         cmd = [sys.executable, __file__, "--threads", str(t)] + ["--quick"] * ns.quick + ["--small"] * ns.small
