@@ -264,3 +264,14 @@ def test_baseline_and_avx2_row_kernels_agree() -> None:
         _core.expand_simd("auto")
     assert _core.expand_simd() == level
     assert all(np.array_equal(a, b) for a, b in zip(results["baseline"], results["auto"]))
+
+
+@pytest.mark.parametrize("n", [22, 23])  # 22**4 positions run on one thread, 23**4 on the team (2**18 between)
+def test_sizes_around_the_parallel_threshold_are_bitwise_equal_for_any_thread_count(n):
+    rng = np.random.default_rng(n)
+    A, X, B = (rng.standard_normal((n, n)) for _ in range(3))
+    ref = np.einsum("ik,lj->ijkl", A, B)  # d(A X B)[i, j] / dX[k, l]
+    results = [tj.jacobian(tj.sandwich, A, X, B, wrt=1, num_threads=t) for t in (1, 2, 3)]
+    np.testing.assert_allclose(results[0], ref, rtol=1e-14, atol=0)
+    for r in results[1:]:
+        assert np.array_equal(r.view(np.uint64), results[0].view(np.uint64))

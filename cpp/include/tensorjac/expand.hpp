@@ -983,6 +983,12 @@ std::uint64_t run_block(const Pass<T>& p, const RowPlan<T>& rp, const Kernels<T>
     return nonfinite;
 }
 
+// Below this many positions a pass runs on the calling thread.  A second thread saves at
+// most tens of microseconds there (2 MiB of doubles), while waking an idle OpenMP worker, or
+// waiting for a core held by another thread pool's spinning worker (numpy's BLAS, XLA), costs
+// 0.1-3 ms on a 2-core VM: tj.sandwich n=16 at 2 threads took 0.7-2.8 ms instead of 0.15 ms.
+constexpr i64 kExpandParallelWork = i64(1) << 18;
+
 // One pass; with `finite`, also clears it when a factor value it reads is not finite.
 template <bool Acc, class T>
 void run_pass(T* out, const Pass<T>& p, int nthreads, bool* finite) {
@@ -998,7 +1004,7 @@ void run_pass(T* out, const Pass<T>& p, int nthreads, bool* finite) {
         for (int f = 0; f < p.fdata.size(); ++f) rp.kscan[f] = false;
     }
     std::atomic<bool> bad{false};
-    parallel_blocks(p.total, nthreads, 1, [&](i64 lo, i64 hi, int) {
+    parallel_blocks(p.total, p.total < kExpandParallelWork ? 1 : nthreads, 1, [&](i64 lo, i64 hi, int) {
         if (run_block<Acc, T>(p, rp, K, out, lo, hi) >> 63) bad.store(true, std::memory_order_relaxed);
     });
     if (finite && bad.load()) *finite = false;
