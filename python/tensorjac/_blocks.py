@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from . import _config, _core
-from ._layout import placement
+from ._layout import letter_places, placement
 
 __all__ = ["BlockSpec", "Group", "Pass", "block_passes", "compute_block", "make_groups"]
 
@@ -188,14 +188,8 @@ def make_groups(
         )
         if key != last_key:
             bind: list[list[tuple[int, int]]] = [[] for _ in vsizes]
-            for axes, places in ((out_axes, out_place), (in_axes, in_place)):
-                for ax, place in zip(axes, places):
-                    if place is None:
-                        continue
-                    dim, mult = place
-                    for c in reversed(tuple(ax)):  # C order inside a fused axis
-                        bind[cmap[c]].append((dim, mult))
-                        mult *= int(sizes[c])
+            for c, dim, mult in letter_places(out_axes, in_axes, out_place, in_place, sizes):
+                bind[cmap[c]].append((dim, mult))
             n_letters = sum(len(ax) for ax in (*out_axes, *in_axes))
             groups.append(Group(vsizes, bind, n_letters == len(cmap), len(shape)))
             last_key = key

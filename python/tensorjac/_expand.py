@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _core
 from ._deriv import Deriv
-from ._layout import placement
+from ._layout import letter_places, placement
 
 __all__ = ["build_expand_plan", "expand_plan"]
 
@@ -52,15 +52,7 @@ def expand_plan(
     for coef, out_axes, in_axes, factor_letters in terms:
         letters = list(dict.fromkeys(c for ax in (*out_axes, *in_axes) for c in ax))
         var = {c: i for i, c in enumerate(letters)}
-        bindings: list[tuple[int, int, int]] = []
-        for axes, places in ((out_axes, out_place), (in_axes, in_place)):
-            for ax, place in zip(axes, places):
-                if place is None:
-                    continue
-                dim, mult = place
-                for c in reversed(tuple(ax)):  # C order inside a fused axis
-                    bindings.append((var[c], dim, mult))
-                    mult *= sizes[c]
+        bindings = [(var[c], dim, mult) for c, dim, mult in letter_places(out_axes, in_axes, out_place, in_place, sizes)]
         frefs = []
         for g in factor_letters:
             unknown = [c for c in g if c not in var]

@@ -8,7 +8,7 @@ result dimension and a multiplier (for the flattened layouts).  The table in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -130,6 +130,24 @@ def placement(
     op2.insert(batch, (0, 1))
     ip2.insert(batch, None)
     return (out_shape[batch], *shape), op2, ip2
+
+
+def letter_places(
+    out_axes: Sequence[Sequence[Any]], in_axes: Sequence[Sequence[Any]],
+    out_place: Sequence[tuple[int, int] | None], in_place: Sequence[tuple[int, int] | None],
+    sizes: Any,
+) -> Iterator[tuple[Any, int, int]]:
+    """``(letter, result dimension, multiplier)`` for every letter of a term's output and input axes,
+    given the axes' places from :func:`placement` (letters of a fused axis in C order; an axis placed
+    nowhere binds nothing).  A letter on several axes appears once per axis: a delta between them."""
+    for axes, places in ((out_axes, out_place), (in_axes, in_place)):
+        for ax, place in zip(axes, places):
+            if place is None:
+                continue
+            dim, mult = place
+            for c in reversed(tuple(ax)):
+                yield c, dim, mult
+                mult *= int(sizes[c])
 
 
 def _self_overlaps(a: np.ndarray) -> bool:

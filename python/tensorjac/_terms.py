@@ -38,7 +38,7 @@ import numpy as np
 from . import _config, _core
 from ._deriv import Deriv
 from ._expand import expand_plan
-from ._layout import placement, prod
+from ._layout import letter_places, placement, prod
 
 __all__ = ["Algebra", "Final", "Program", "Term", "compose", "finalize", "fold_coef", "identity", "merge", "rule_terms"]
 
@@ -954,14 +954,8 @@ def _bindings(t: Term, layout: str, out_shape: tuple[int, ...], in_shape: tuple[
     """Each letter's (result dimension, multiplier) places in ``layout`` (as the expand plan binds them)."""
     _, out_place, in_place = placement(layout, out_shape, in_shape)
     bind: dict[int, list[tuple[int, int]]] = {}
-    for axes, places in ((t.out, out_place), (t.inp, in_place)):
-        for ax, place in zip(axes, places):
-            if place is None:
-                continue
-            dim, mult = place
-            for c in reversed(ax):
-                bind.setdefault(c, []).append((dim, mult))
-                mult *= sizes[c]
+    for c, dim, mult in letter_places(t.out, t.inp, out_place, in_place, sizes):
+        bind.setdefault(c, []).append((dim, mult))
     return bind
 
 
