@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cpp_tools import compiler
 
 SCRIPT = Path(__file__).resolve().parents[1] / "cmake" / "objcache.py"
-CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+CXX = compiler()
 
 pytestmark = [
     pytest.mark.skipif(not SCRIPT.exists(), reason="cmake/objcache.py not found (installed without the source tree)"),
@@ -41,11 +41,17 @@ def _compiles(log):
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def test_second_build_reuses_the_object_and_its_dependency_file(tmp_path, cc):
-    wrapper, log = cc
+def _source(tmp_path):
+    """a.cpp including h.hpp; returns a.cpp."""
     (tmp_path / "h.hpp").write_text("inline int twice(int x) { return 2 * x; }\n")
     src = tmp_path / "a.cpp"
     src.write_text('#include "h.hpp"\nint f(int x) { return twice(x) + 1; }\n')
+    return src
+
+
+def test_second_build_reuses_the_object_and_its_dependency_file(tmp_path, cc):
+    wrapper, log = cc
+    src = _source(tmp_path)
     cache = tmp_path / "cache"
     proc, dep = _compile(wrapper, cache, src, tmp_path / "a1.o")
     assert proc.returncode == 0, proc.stderr
@@ -64,9 +70,7 @@ def test_second_build_reuses_the_object_and_its_dependency_file(tmp_path, cc):
 
 def test_a_changed_header_or_flag_recompiles(tmp_path, cc):
     wrapper, log = cc
-    (tmp_path / "h.hpp").write_text("inline int twice(int x) { return 2 * x; }\n")
-    src = tmp_path / "a.cpp"
-    src.write_text('#include "h.hpp"\nint f(int x) { return twice(x) + 1; }\n')
+    src = _source(tmp_path)
     cache = tmp_path / "cache"
     assert _compile(wrapper, cache, src, tmp_path / "a.o")[0].returncode == 0
     (tmp_path / "h.hpp").write_text("inline int twice(int x) { return x + x + 0; }\n")

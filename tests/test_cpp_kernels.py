@@ -8,56 +8,21 @@ Skipped with a reason when cmake or a C++ compiler is missing.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cpp_tools import build_root, compiler, tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "cpp"
 VARIANTS = {"openmp": ["-DTJ_TEST_OPENMP=ON"], "serial": ["-DTJ_TEST_OPENMP=OFF"]}
 
 
-def _tool(name: str) -> str | None:
-    """A command-line tool on PATH, or the one shipped by its pip package (cmake, ninja)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    try:
-        module = __import__(name)
-        bindir = Path(getattr(module, "CMAKE_BIN_DIR", None) or getattr(module, "BIN_DIR", ""))
-    except ImportError:
-        return None
-    exe = bindir / name
-    return str(exe) if exe.exists() else None
-
-
-def _compiler() -> str | None:
-    for cand in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if cand and shutil.which(cand):
-            return cand
-    return None
-
-
-CMAKE = _tool("cmake")
-NINJA = _tool("ninja")
-
-
-def _build_root() -> Path:
-    root = ROOT / "build" / "cpp-tests"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".writable"
-        probe.touch()
-        return root
-    except OSError:
-        tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
-        return Path(tempfile.gettempdir()) / f"tensorjac-cpp-tests-{tag}"
+CMAKE = tool("cmake")
+NINJA = tool("ninja")
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -66,7 +31,7 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 def _build(variant: str) -> tuple[str, str | None, str]:
     """Configures and builds one variant: ("ok", exe, log), ("skip", None, reason) or ("fail", None, log)."""
-    build = _build_root() / variant
+    build = build_root("cpp-tests") / variant
     cmd = [CMAKE, "-S", str(SOURCE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", *VARIANTS[variant]]
     if NINJA and not (build / "CMakeCache.txt").exists():
         cmd += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={NINJA}"]
@@ -90,7 +55,7 @@ def _build(variant: str) -> tuple[str, str | None, str]:
 def builds() -> dict[str, tuple[str, str | None, str]]:
     if CMAKE is None:
         pytest.skip("cmake is not installed (pip install cmake)")
-    if _compiler() is None:
+    if compiler() is None:
         pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found")
     with ThreadPoolExecutor(max_workers=len(VARIANTS)) as ex:
         return dict(zip(VARIANTS, ex.map(_build, VARIANTS)))

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import tensorjac as tj
+from cpp_tools import build_root, compiler, tool
 from tensorjac import _paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,43 +41,9 @@ API_TESTS = ROOT / "tests" / "cpp" / "api"
 CONFIG_FILES = {"tensorjacConfig.cmake", "tensorjacConfigVersion.cmake", "tensorjacTargets.cmake"}
 
 
-def _tool(name: str) -> str | None:
-    """A command-line tool on PATH, or the one shipped by its pip package (cmake, ninja)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    try:
-        module = __import__(name)
-        bindir = Path(getattr(module, "CMAKE_BIN_DIR", None) or getattr(module, "BIN_DIR", ""))
-    except ImportError:
-        return None
-    exe = bindir / name
-    return str(exe) if exe.exists() else None
-
-
-def _compiler() -> str | None:
-    for cand in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if cand and shutil.which(cand):
-            return cand
-    return None
-
-
-CMAKE = _tool("cmake")
-NINJA = _tool("ninja")
-CXX = _compiler()
-
-
-def _build_root() -> Path:
-    root = ROOT / "build" / "cpp-package-tests"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / ".writable").touch()
-        return root
-    except OSError:
-        tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
-        root = Path(tempfile.gettempdir()) / f"tensorjac-cpp-package-tests-{tag}"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+CMAKE = tool("cmake")
+NINJA = tool("ninja")
+CXX = compiler()
 
 
 @contextlib.contextmanager
@@ -140,7 +106,7 @@ class Build:
 
     def __init__(self, name: str, source: Path, exe: str, args: list[str], opt: str = "-O1") -> None:
         self.name, self.source, self.exe, self.args, self.opt = name, source, exe, args, opt
-        self.dir = _build_root() / name
+        self.dir = build_root("cpp-package-tests") / name
         self.status, self.log, self.out, self.returncode = "pending", "", "", -1
 
     def run(self) -> Build:
@@ -184,7 +150,7 @@ def toolchain() -> None:
 
 @pytest.fixture(scope="module")
 def session(toolchain: None) -> Iterator[Path]:
-    root = _build_root()
+    root = build_root("cpp-package-tests")
     with _locked(root):
         yield root
 
