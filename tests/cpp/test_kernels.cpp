@@ -24,6 +24,8 @@
 #include "tensorjac/kron.hpp"
 #include "tensorjac/parallel.hpp"
 
+#include "check.hpp"
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,18 +34,6 @@
 
 namespace tj = tensorjac;
 using i64 = std::int64_t;
-
-static int g_failures = 0;
-static int g_checks = 0;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        ++g_checks;                                                                   \
-        if (!(cond)) {                                                                \
-            ++g_failures;                                                             \
-            std::printf("  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
-        }                                                                             \
-    } while (0)
 
 // CHECK_THROWS(Type, expr): expr throws exactly an exception of type Type (or derived).
 #define CHECK_THROWS(Type, expr)                                                      \
@@ -61,21 +51,6 @@ static int g_checks = 0;
             std::printf("  FAIL %s:%d: %s does not throw %s\n", __FILE__, __LINE__, #expr, #Type); \
         }                                                                             \
     } while (0)
-
-static void run(const char* name, const std::function<void()>& test) {
-    const int before = g_failures;
-    try {
-        test();
-    } catch (const std::exception& e) {
-        ++g_failures;
-        std::printf("  FAIL unexpected exception: %s\n", e.what());
-    } catch (...) {
-        ++g_failures;
-        std::printf("  FAIL unexpected non-std exception\n");
-    }
-    std::printf("%s %s\n", g_failures == before ? "ok  " : "FAIL", name);
-    std::fflush(stdout);
-}
 
 constexpr i64 kMax = std::numeric_limits<i64>::max();
 constexpr i64 kMin = std::numeric_limits<i64>::min();
@@ -332,22 +307,6 @@ static void test_fork() {
 #endif
 
 // ----------------------------------------------------------------------------- expand
-
-template <class T>
-static std::vector<T> random_vec(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<double> u(-1.0, 1.0);
-    std::vector<T> v(n);
-    for (auto& x : v) {
-        if constexpr (std::is_same_v<T, std::complex<double>> || std::is_same_v<T, std::complex<float>>) {
-            const double re = u(rng), im = u(rng);
-            x = T(static_cast<typename T::value_type>(re), static_cast<typename T::value_type>(im));
-        } else {
-            x = static_cast<T>(u(rng));
-        }
-    }
-    return v;
-}
 
 // T[i,j,k,l] = coef * A[i,k] * B[l,j] (the sandwich Jacobian) into a
 // C-contiguous (m, n, p, q) output, against four nested loops.

@@ -22,6 +22,8 @@
 
 #include <tensorjac/tensorjac.hpp>
 
+#include "../check.hpp"
+
 #ifndef TENSORJAC_CPP_API
 #error "the umbrella header does not define TENSORJAC_CPP_API"
 #endif
@@ -29,18 +31,6 @@
 namespace tj = tensorjac;
 using i64 = std::int64_t;
 using Shape = std::vector<i64>;
-
-static int g_failures = 0;
-static int g_checks = 0;
-
-#define CHECK(cond)                                                       \
-    do {                                                                  \
-        ++g_checks;                                                       \
-        if (!(cond)) {                                                    \
-            ++g_failures;                                                 \
-            std::printf("  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                 \
-    } while (0)
 
 // CHECK_THROWS(Type, expr, "fragment"): expr throws Type (or derived) whose message contains fragment.
 #define CHECK_THROWS(Type, expr, fragment)                                                                          \
@@ -62,18 +52,6 @@ static int g_checks = 0;
                         #Type, fragment, msg_.c_str());                                                             \
         }                                                                                                           \
     } while (0)
-
-static void run(const char* name, const std::function<void()>& test) {
-    const int before = g_failures;
-    try {
-        test();
-    } catch (const std::exception& e) {
-        ++g_failures;
-        std::printf("  FAIL unexpected exception: %s\n", e.what());
-    }
-    std::printf("%s %s\n", g_failures == before ? "ok  " : "FAIL", name);
-    std::fflush(stdout);
-}
 
 // ----------------------------------------------------------------------------- helpers
 
@@ -150,22 +128,6 @@ static std::vector<T> ref_jacobian(tj::Layout l, const Shape& out, const Shape& 
             J[static_cast<std::size_t>(ref_pos(l, out, in, mi, ni))] = entry(mi, ni);
         }
     return J;
-}
-
-template <class T>
-static std::vector<T> random_vec(i64 n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<double> u(-1.0, 1.0);
-    std::vector<T> v(static_cast<std::size_t>(n));
-    for (auto& x : v) {
-        if constexpr (std::is_same_v<T, std::complex<double>> || std::is_same_v<T, std::complex<float>>) {
-            const double re = u(rng), im = u(rng);
-            x = T(static_cast<typename T::value_type>(re), static_cast<typename T::value_type>(im));
-        } else {
-            x = static_cast<T>(u(rng));
-        }
-    }
-    return v;
 }
 
 template <class T>
