@@ -148,13 +148,12 @@ def as_constant(x: Any, what: str = "x") -> Any:
 
 def as_float_array(x: Any, what: str = "x") -> np.ndarray:
     """``x`` as an array of its float dtype in native byte order (no copy when already so)."""
-    if type(x) is np.ndarray or isinstance(x, _PLAIN) or isinstance(x, np.ndarray):
-        try:
-            a = np.asarray(x)
-        except Exception as e:  # ragged nested lists and such
-            raise TypeError(f"{what} must be an array of numbers: {e}") from None
-    else:
-        a = _foreign(x, what)
+    try:
+        a = as_array(x, what)
+    except TypeError:
+        raise
+    except Exception as e:  # ragged nested lists and such
+        raise TypeError(f"{what} must be an array of numbers: {e}") from None
     dt = float_dtype(a.dtype, what)
     if a.dtype != dt:  # also fixes a non-native byte order: '>f8' != '<f8'
         a = a.astype(dt)
